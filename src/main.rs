@@ -1,1 +1,96 @@
-fn main() {}
+//! `iotconnect`: the command line. Everything else lives in the library.
+
+use clap::{Args, Parser, Subcommand};
+use iotconnect::worker::logging::{self, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Run the IoT Hub source and sink, as connect-standalone.sh would:
+  iotconnect standalone config/connect-standalone.properties \\
+      config/connect-iothub-source.properties config/connect-iothub-sink.properties
+
+  # Check every file offline (exit 0 valid, 78 invalid; one problem per line as FILE:KEY: message):
+  iotconnect validate config/connect-standalone.properties config/connect-iothub-source.properties
+
+  # A local IoT Hub for tests and demos (prints one JSON line with its connection strings):
+  iotconnect emulator --partitions 4 --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0
+
+  # Inspect or reset stored source offsets (the worker must be stopped for reset):
+  iotconnect offsets show /tmp/connect.offsets
+  iotconnect offsets reset /tmp/connect.offsets --connector AzureIotHubConnector --partition 2
+
+Logging: IOTCONNECT_LOG=debug (RUST_LOG syntax), --log-format json.";
+
+#[derive(Parser)]
+#[command(name = "iotconnect", version, about = "Azure IoT Hub <-> Apache Kafka: a drop-in replacement for Kafka Connect standalone running the IoT Hub connectors", after_help = EXAMPLES)]
+struct Cli {
+    /// Log layout: Kafka Connect's text layout, or JSON lines.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run connectors, as connect-standalone.sh WORKER.properties CONNECTOR.properties...
+    Standalone(Files),
+    /// Check the worker and connector files offline and print the effective configuration.
+    Validate(Files),
+    // EMULATOR-SUBCOMMAND
+    // OFFSETS-SUBCOMMAND
+}
+
+#[derive(Args)]
+struct Files {
+    /// The worker file (connect-standalone.properties).
+    worker: PathBuf,
+    /// Connector files (connect-iothub-source.properties, connect-iothub-sink.properties).
+    connectors: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum OffsetsCommand {
+    /// Print one JSON line per entry: {"key":…,"value":…}.
+    Show { file: PathBuf },
+    /// Remove a connector's entries (all, or one hub partition's).
+    Reset {
+        file: PathBuf,
+        #[arg(long)]
+        connector: String,
+        #[arg(long)]
+        partition: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
+        Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
+        // EMULATOR-DISPATCH
+        // OFFSETS-DISPATCH
+    }
+}
+
+#[allow(dead_code)] // used by the emulator subcommand once wired
+fn runtime_exit<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> ExitCode {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -113,7 +113,9 @@ impl Providers {
         match kind {
             Kind::Env => {
                 if path.is_some_and(|p| !p.is_empty()) {
-                    return Err(format!("{reference}: the env provider takes ${{{provider}:VARIABLE}}"));
+                    return Err(format!(
+                        "{reference}: the env provider takes ${{{provider}:VARIABLE}}"
+                    ));
                 }
                 std::env::var(key)
                     .map_err(|_| format!("{reference}: environment variable {key} is not set"))
@@ -170,7 +172,10 @@ mod tests {
         let p = providers();
         let fref = format!("${{file:{}:key}}", f.display());
         assert_eq!(p.resolve(&fref).unwrap(), "s3cr3t");
-        assert_eq!(p.resolve("${env:IOTCONNECT_TEST_PROVIDER_VAR}").unwrap(), "from-env");
+        assert_eq!(
+            p.resolve("${env:IOTCONNECT_TEST_PROVIDER_VAR}").unwrap(),
+            "from-env"
+        );
         let dref = format!("pre-${{dir:{}:token}}-post", dir.path().display());
         assert_eq!(p.resolve(&dref).unwrap(), "pre-abc-post");
         assert_eq!(p.resolve("plain").unwrap(), "plain");
@@ -182,19 +187,33 @@ mod tests {
         let f = dir.path().join("s.properties");
         std::fs::write(&f, "key=s3cr3t\n").unwrap();
         let p = providers();
-        let e = p.resolve(&format!("${{file:{}:nokey}}", f.display())).unwrap_err();
+        let e = p
+            .resolve(&format!("${{file:{}:nokey}}", f.display()))
+            .unwrap_err();
         assert!(e.contains("has no key nokey"), "{e}");
         assert!(!e.contains("s3cr3t"));
-        assert!(p.resolve("${file:/nonexistent/x.properties:k}").unwrap_err().contains("cannot read"));
-        assert!(p.resolve("${env:IOTCONNECT_SURELY_UNSET_VAR}").unwrap_err().contains("not set"));
-        assert!(p.resolve("${vault:a:b}").unwrap_err().contains("not enabled"));
+        assert!(p
+            .resolve("${file:/nonexistent/x.properties:k}")
+            .unwrap_err()
+            .contains("cannot read"));
+        assert!(p
+            .resolve("${env:IOTCONNECT_SURELY_UNSET_VAR}")
+            .unwrap_err()
+            .contains("not set"));
+        assert!(p
+            .resolve("${vault:a:b}")
+            .unwrap_err()
+            .contains("not enabled"));
     }
 
     #[test]
     fn class_problems_are_reported() {
         let mut raw = BTreeMap::new();
         raw.insert("config.providers".into(), "file,x".into());
-        raw.insert("config.providers.x.class".into(), "com.example.Vault".into());
+        raw.insert(
+            "config.providers.x.class".into(),
+            "com.example.Vault".into(),
+        );
         let (_, problems) = Providers::from_worker(&raw);
         assert_eq!(problems.len(), 2);
         assert_eq!(problems[0].0, "config.providers.file.class");

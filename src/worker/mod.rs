@@ -1,1 +1,9 @@
-//! worker
+//! The worker: task supervision, Kafka clients, shutdown (Kafka Connect's standalone runtime).
+
+pub mod kafka;
+pub mod logging;
+pub mod runtime;
+pub mod signals;
+pub mod standalone;
+pub mod task;
+pub mod validate;

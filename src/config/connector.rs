@@ -1,0 +1,649 @@
+//! Connector files: the common Connect keys plus the IoT Hub source and sink keys (toketi.md §2.2, §3.2).
+
+use super::reader::Reader;
+use super::{ConverterSpec, LoadedFile, Problems, Secret};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+pub const SOURCE_CLASSES: &[&str] = &[
+    "com.microsoft.azure.iot.kafka.connect.source.IotHubSourceConnector",
+    "com.microsoft.azure.iot.kafka.connect.IotHubSourceConnector",
+    "IotHubSourceConnector",
+    "IotHubSource",
+];
+pub const SINK_CLASSES: &[&str] = &[
+    "com.microsoft.azure.iot.kafka.connect.sink.IotHubSinkConnector",
+    "IotHubSinkConnector",
+    "IotHubSink",
+];
+/// The canonical class names (what `GET /connector-plugins` lists).
+pub const SOURCE_CLASS: &str = SOURCE_CLASSES[0];
+pub const SINK_CLASS: &str = SINK_CLASSES[0];
+
+/// Value the sample files ship with; treated as "not filled in".
+pub const PLACEHOLDER: &str = "PLACEHOLDER";
+
+const COMMON_ACCEPTED: &[&str] = &[
+    "config.action.reload",
+    "tasks.max.enforce",
+    "header.converter",
+];
+const COMMON_PREFIXES: &[&str] = &[
+    "producer.override.",
+    "consumer.override.",
+    "admin.override.",
+    "header.converter.",
+    "topic.creation.",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectorKind {
+    Source,
+    Sink,
+}
+
+impl ConnectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::Source => "source",
+            ConnectorKind::Sink => "sink",
+        }
+    }
+}
+
+/// Connect's `errors.*` keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorsConfig {
+    /// `errors.tolerance=all`.
+    pub tolerate_all: bool,
+    pub log_enable: bool,
+    pub log_include_messages: bool,
+    /// `errors.retry.timeout` in ms: 0 no retry, -1 for ever.
+    pub retry_timeout_ms: i64,
+    pub retry_delay_max: Duration,
+    pub dlq_topic: Option<String>,
+    pub dlq_context_headers: bool,
+    pub dlq_replication_factor: i64,
+}
+
+/// How to reach the Event Hub-compatible endpoint.
+#[derive(Clone, Debug)]
+pub struct EventHubConnection {
+    /// `sb://<namespace host>/`
+    pub endpoint: String,
+    /// EntityPath / `IotHub.EventHubCompatibleName`: the event hub, and `EventHubName` in offsets.
+    pub event_hub_name: String,
+    pub key_name: String,
+    pub key: Secret,
+}
+
+impl EventHubConnection {
+    /// `Endpoint=…;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…` for the Event Hubs client.
+    pub fn connection_string(&self) -> Secret {
+        Secret::new(format!(
+            "Endpoint={};SharedAccessKeyName={};SharedAccessKey={};EntityPath={}",
+            self.endpoint,
+            self.key_name,
+            self.key.expose(),
+            self.event_hub_name
+        ))
+    }
+
+    /// The namespace host of the endpoint (`sb://host/` → `host`).
+    pub fn host(&self) -> &str {
+        let rest = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKey {
+    /// No key, as toketi.
+    None,
+    /// The device id, so per-device order survives Kafka partitioning.
+    DeviceId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// toketi's `iothub.kafka.connect` Struct through the configured converter.
+    Struct,
+    /// Body bytes untouched, device id key, properties as headers, enqueued time as timestamp.
+    Raw,
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub topic: String,
+    pub connection: EventHubConnection,
+    pub custom_endpoint: Option<String>,
+    pub consumer_group: String,
+    /// `IotHub.Partitions`: optional; the hub is asked, and a disagreeing value only warned about.
+    pub partitions: Option<u32>,
+    pub start_time: Option<SystemTime>,
+    /// `IotHub.Offsets` entries by partition index (empty = none).
+    pub offsets: Vec<String>,
+    pub batch_size: usize,
+    pub receive_timeout: Duration,
+    pub record_key: RecordKey,
+    pub record_format: RecordFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    None,
+    Full,
+    PositiveOnly,
+    NegativeOnly,
+}
+
+impl Ack {
+    /// The `iothub-ack` value IoT Hub documents.
+    pub fn wire_value(self) -> &'static str {
+        match self {
+            Ack::None => "none",
+            Ack::Full => "full",
+            Ack::PositiveOnly => "positive",
+            Ack::NegativeOnly => "negative",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topics {
+    List(Vec<String>),
+    Regex(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    pub topics: Topics,
+    /// IoT Hub service connection string (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`).
+    pub connection_string: Secret,
+    pub ack: Ack,
+    pub custom_endpoint: Option<String>,
+    pub max_in_flight: usize,
+    pub max_sends_per_second: u32,
+    pub feedback_topic: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectorConfig {
+    pub file: LoadedFile,
+    pub name: String,
+    pub class: String,
+    pub kind: ConnectorKind,
+    pub tasks_max: usize,
+    pub key_converter: Option<ConverterSpec>,
+    pub value_converter: Option<ConverterSpec>,
+    pub producer_override: BTreeMap<String, String>,
+    pub consumer_override: BTreeMap<String, String>,
+    pub errors: ErrorsConfig,
+    pub source: Option<SourceConfig>,
+    pub sink: Option<SinkConfig>,
+    pub warnings: Vec<String>,
+}
+
+impl ConnectorConfig {
+    pub fn from_file(file: &LoadedFile) -> Result<ConnectorConfig, Problems> {
+        let mut r = Reader::new(file.display_name(), &file.resolved);
+        r.accept(COMMON_ACCEPTED);
+        for p in COMMON_PREFIXES {
+            r.accept_prefix(p);
+        }
+        let name = r.required("name").unwrap_or_default();
+        if name.chars().any(|c| c.is_control()) {
+            r.problem(
+                "name",
+                "Connector name must not contain ISO control characters",
+            );
+        }
+        let class = r.required("connector.class").unwrap_or_default();
+        let kind = if SOURCE_CLASSES.contains(&class.as_str()) {
+            Some(ConnectorKind::Source)
+        } else if SINK_CLASSES.contains(&class.as_str()) {
+            Some(ConnectorKind::Sink)
+        } else {
+            if !class.is_empty() {
+                r.problem(
+                    "connector.class",
+                    format!(
+                        "Failed to find any class that implements Connector and which name matches {class}; \
+                         iotconnect provides {} (aliases IotHubSource) and {} (alias IotHubSink)",
+                        SOURCE_CLASS, SINK_CLASS
+                    ),
+                );
+            }
+            None
+        };
+        let tasks_max = r.int("tasks.max", 1, 1, 1024) as usize;
+        let key_converter = ConverterSpec::read(&mut r, "key.converter", false);
+        let value_converter = ConverterSpec::read(&mut r, "value.converter", false);
+        for key in ["transforms", "predicates"] {
+            if r.non_empty(key).is_some() {
+                r.problem(
+                    key,
+                    "single message transforms are not supported by iotconnect",
+                );
+            }
+        }
+        let producer_override = r.prefixed("producer.override.");
+        let consumer_override = r.prefixed("consumer.override.");
+        let errors = read_errors(&mut r);
+        let source = (kind == Some(ConnectorKind::Source)).then(|| read_source(&mut r));
+        let sink = (kind == Some(ConnectorKind::Sink)).then(|| read_sink(&mut r, &errors));
+        if kind == Some(ConnectorKind::Source) && errors.dlq_topic.is_some() {
+            r.problem(
+                "errors.deadletterqueue.topic.name",
+                "a dead letter queue is only available for sink connectors",
+            );
+        }
+        let mut warnings: Vec<String> = r
+            .unknown_keys()
+            .into_iter()
+            .map(|key| {
+                format!(
+                    "{}:{key}: The configuration '{key}' was supplied but isn't a known config.",
+                    file.display_name()
+                )
+            })
+            .collect();
+        if let Some(Some(s)) = &source {
+            if s.batch_size > 999 {
+                warnings.push(format!(
+                    "{}:BatchSize: {} is above the Java connector's maximum of 999; iotconnect accepts it",
+                    file.display_name(),
+                    s.batch_size
+                ));
+            }
+        }
+        if !r.problems.is_empty() {
+            return Err(r.problems);
+        }
+        Ok(ConnectorConfig {
+            file: file.clone(),
+            name,
+            class,
+            kind: kind.expect("no problems means a kind"),
+            tasks_max,
+            key_converter,
+            value_converter,
+            producer_override,
+            consumer_override,
+            errors,
+            source: source.flatten(),
+            sink: sink.flatten(),
+            warnings,
+        })
+    }
+
+    /// The converter for this connector's keys: the connector's own, else the worker's (Connect §2.4).
+    pub fn effective_key_converter<'a>(&'a self, worker: &'a ConverterSpec) -> &'a ConverterSpec {
+        self.key_converter.as_ref().unwrap_or(worker)
+    }
+
+    pub fn effective_value_converter<'a>(&'a self, worker: &'a ConverterSpec) -> &'a ConverterSpec {
+        self.value_converter.as_ref().unwrap_or(worker)
+    }
+}
+
+fn read_errors(r: &mut Reader) -> ErrorsConfig {
+    let tolerance = r.one_of("errors.tolerance", "none", &["none", "all"]);
+    let retry_timeout_ms = r.int("errors.retry.timeout", 0, -1, i64::MAX);
+    let retry_delay_max = r.millis("errors.retry.delay.max.ms", 60_000);
+    ErrorsConfig {
+        tolerate_all: tolerance == "all",
+        log_enable: r.boolean("errors.log.enable", false),
+        log_include_messages: r.boolean("errors.log.include.messages", false),
+        retry_timeout_ms,
+        retry_delay_max,
+        dlq_topic: r.non_empty("errors.deadletterqueue.topic.name"),
+        dlq_context_headers: r.boolean("errors.deadletterqueue.context.headers.enable", false),
+        dlq_replication_factor: r.int(
+            "errors.deadletterqueue.topic.replication.factor",
+            3,
+            -1,
+            32767,
+        ),
+    }
+}
+
+/// Splits `Key=Value;Key=Value` (keys case-insensitive, stored lower-case).
+pub fn parse_connection_string(s: &str) -> BTreeMap<String, String> {
+    s.split(';')
+        .filter_map(|part| {
+            let (k, v) = part.split_once('=')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn filled(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty() && s != PLACEHOLDER)
+}
+
+fn check_custom_endpoint(r: &mut Reader) -> Option<String> {
+    let v = filled(r.string("IotHub.CustomEndpoint"))?;
+    let ok = ["amqp://", "amqps://"].iter().any(|s| {
+        v.strip_prefix(s)
+            .and_then(|rest| rest.trim_end_matches('/').rsplit_once(':'))
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    });
+    if !ok {
+        r.problem(
+            "IotHub.CustomEndpoint",
+            format!("Invalid value {v}: expected amqp://host:port or amqps://host:port"),
+        );
+        return None;
+    }
+    Some(v.trim_end_matches('/').to_string())
+}
+
+fn read_source(r: &mut Reader) -> Option<SourceConfig> {
+    let before = r.problems.len();
+    let topic = r.required("Kafka.Topic");
+    if topic.as_deref() == Some(PLACEHOLDER) {
+        r.problem(
+            "Kafka.Topic",
+            "still PLACEHOLDER: set the Kafka topic to write to (e.g. iotin)",
+        );
+    }
+    let cs = r
+        .secret("IotHub.ConnectionString")
+        .filter(|s| s.expose() != PLACEHOLDER);
+    let four = [
+        "IotHub.EventHubCompatibleName",
+        "IotHub.EventHubCompatibleEndpoint",
+        "IotHub.AccessKeyName",
+    ];
+    let connection = if let Some(cs) = cs {
+        for k in four.iter().chain(["IotHub.AccessKeyValue"].iter()) {
+            if filled(r.string(k)).is_some() {
+                r.problem(
+                    k,
+                    "set either IotHub.ConnectionString or the four IotHub.EventHubCompatibleName/Endpoint/AccessKeyName/AccessKeyValue keys, not both",
+                );
+            }
+        }
+        let m = parse_connection_string(cs.expose());
+        let get = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
+        match (
+            get("endpoint"),
+            get("entitypath"),
+            get("sharedaccesskeyname"),
+            get("sharedaccesskey"),
+        ) {
+            (Some(endpoint), Some(event_hub_name), Some(key_name), Some(key)) => {
+                Some(EventHubConnection {
+                    endpoint,
+                    event_hub_name,
+                    key_name,
+                    key: Secret::new(key),
+                })
+            }
+            (e, p, n, k) => {
+                let missing: Vec<&str> = [
+                    ("Endpoint", e.is_none()),
+                    ("EntityPath", p.is_none()),
+                    ("SharedAccessKeyName", n.is_none()),
+                    ("SharedAccessKey", k.is_none()),
+                ]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(n, _)| *n)
+                .collect();
+                r.problem(
+                    "IotHub.ConnectionString",
+                    format!(
+                        "not an Event Hub-compatible connection string: missing {} (expected Endpoint=sb://…/;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…, from the hub's Built-in endpoints page)",
+                        missing.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    } else {
+        let name = r.required("IotHub.EventHubCompatibleName");
+        let endpoint = r.required("IotHub.EventHubCompatibleEndpoint");
+        let key_name = r.required("IotHub.AccessKeyName");
+        let key = match r.secret("IotHub.AccessKeyValue") {
+            Some(k) => Some(k),
+            None => {
+                r.problem(
+                    "IotHub.AccessKeyValue",
+                    "Missing required configuration \"IotHub.AccessKeyValue\" which has no default value.",
+                );
+                None
+            }
+        };
+        for (k, v) in four.iter().zip([&name, &endpoint, &key_name]) {
+            if v.as_deref() == Some(PLACEHOLDER) {
+                r.problem(
+                    k,
+                    "still PLACEHOLDER: fill it in from the hub's Built-in endpoints page",
+                );
+            }
+        }
+        if key.as_ref().is_some_and(|k| k.expose() == PLACEHOLDER) {
+            r.problem(
+                "IotHub.AccessKeyValue",
+                "still PLACEHOLDER: set the shared access key",
+            );
+        }
+        if let Some(e) = &endpoint {
+            if e != PLACEHOLDER
+                && !["sb://", "amqps://", "amqp://", "https://"]
+                    .iter()
+                    .any(|s| e.starts_with(s))
+            {
+                r.problem(
+                    "IotHub.EventHubCompatibleEndpoint",
+                    format!("Invalid value {e}: expected sb://<namespace>.servicebus.windows.net/"),
+                );
+            }
+        }
+        match (name, endpoint, key_name, key) {
+            (Some(event_hub_name), Some(endpoint), Some(key_name), Some(key)) => {
+                Some(EventHubConnection {
+                    endpoint,
+                    event_hub_name,
+                    key_name,
+                    key,
+                })
+            }
+            _ => None,
+        }
+    };
+    let custom_endpoint = check_custom_endpoint(r);
+    let consumer_group = r
+        .non_empty("IotHub.ConsumerGroup")
+        .unwrap_or_else(|| "$Default".into());
+    let partitions = match filled(r.string("IotHub.Partitions")) {
+        Some(_) => Some(r.int("IotHub.Partitions", 0, 1, 1024) as u32),
+        None => None,
+    };
+    let start_time = match filled(r.string("IotHub.StartTime")) {
+        None => None,
+        Some(v) => {
+            match time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339) {
+                Ok(t) => Some(SystemTime::from(t)),
+                Err(_) => {
+                    r.problem(
+                    "IotHub.StartTime",
+                    format!("cannot parse '{v}' as a UTC instant like 2016-11-28T00:00:00Z (RFC 3339); leave it empty to start from the stored offsets or IotHub.Offsets"),
+                );
+                    None
+                }
+            }
+        }
+    };
+    let offsets: Vec<String> = match filled(r.raw("IotHub.Offsets").map(|s| s.trim().to_string())) {
+        None => Vec::new(),
+        Some(v) => v.split(',').map(|s| s.trim().to_string()).collect(),
+    };
+    for (i, o) in offsets.iter().enumerate() {
+        if !(o.is_empty() || o == "@latest" || o.parse::<i64>().is_ok_and(|n| n >= -1)) {
+            r.problem(
+                "IotHub.Offsets",
+                format!("entry {i} ('{o}') is not an Event Hubs offset: use a number, -1 (start of stream), @latest or leave it empty"),
+            );
+        }
+    }
+    let batch_size = r.int("BatchSize", 100, 1, 1_000_000) as usize;
+    let receive_timeout = Duration::from_secs(r.int("ReceiveTimeout", 60, 0, 86_400) as u64);
+    let record_key = match r
+        .one_of("Kafka.RecordKey", "none", &["none", "deviceId"])
+        .as_str()
+    {
+        "deviceId" => RecordKey::DeviceId,
+        _ => RecordKey::None,
+    };
+    let record_format = match r
+        .one_of("Kafka.RecordFormat", "struct", &["struct", "raw"])
+        .as_str()
+    {
+        "raw" => RecordFormat::Raw,
+        _ => RecordFormat::Struct,
+    };
+    if r.problems.len() > before {
+        return None;
+    }
+    Some(SourceConfig {
+        topic: topic?,
+        connection: connection?,
+        custom_endpoint,
+        consumer_group,
+        partitions,
+        start_time,
+        offsets,
+        batch_size,
+        receive_timeout,
+        record_key,
+        record_format,
+    })
+}
+
+fn read_sink(r: &mut Reader, errors: &ErrorsConfig) -> Option<SinkConfig> {
+    let before = r.problems.len();
+    let list = filled(r.string("topics"));
+    let regex = filled(r.string("topics.regex"));
+    let topics = match (list, regex) {
+        (Some(l), None) => {
+            let t: Vec<String> = l
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            Some(Topics::List(t))
+        }
+        (None, Some(re)) => match regex::Regex::new(&re) {
+            Ok(_) => Some(Topics::Regex(re)),
+            Err(e) => {
+                r.problem("topics.regex", format!("Invalid regular expression: {e}"));
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            r.problem(
+                "topics",
+                "Must configure one of topics or topics.regex, not both",
+            );
+            None
+        }
+        (None, None) => {
+            r.problem(
+                "topics",
+                "Must configure one of topics or topics.regex (e.g. topics=iotout)",
+            );
+            None
+        }
+    };
+    if let (Some(Topics::List(t)), Some(dlq)) = (&topics, &errors.dlq_topic) {
+        if t.contains(dlq) {
+            r.problem(
+                "errors.deadletterqueue.topic.name",
+                format!("The DLQ topic '{dlq}' may not be included in the list of topics ('topics') to consume"),
+            );
+        }
+    }
+    let connection_string = match r.secret("IotHub.ConnectionString") {
+        Some(cs) if cs.expose() == PLACEHOLDER => {
+            r.problem(
+                "IotHub.ConnectionString",
+                "still PLACEHOLDER: set the service policy's connection string (IoT Hub > Shared access policies > service)",
+            );
+            None
+        }
+        None => {
+            r.problem(
+                "IotHub.ConnectionString",
+                "Missing required configuration \"IotHub.ConnectionString\" (HostName=<hub>.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=…)",
+            );
+            None
+        }
+        Some(cs) => {
+            let m = parse_connection_string(cs.expose());
+            let has = |k: &str| m.get(k).is_some_and(|v| !v.is_empty());
+            let mut missing = Vec::new();
+            if !has("hostname") {
+                missing.push("HostName");
+            }
+            if !has("sharedaccesskeyname") {
+                missing.push("SharedAccessKeyName");
+            }
+            if !has("sharedaccesskey") && !has("sharedaccesssignature") {
+                missing.push("SharedAccessKey");
+            }
+            if missing.is_empty() {
+                Some(cs)
+            } else {
+                r.problem(
+                    "IotHub.ConnectionString",
+                    format!(
+                        "not an IoT Hub service connection string: missing {} (expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=…)",
+                        missing.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let ack = match r
+        .one_of(
+            "IotHub.MessageDeliveryAcknowledgement",
+            "None",
+            &["None", "Full", "PositiveOnly", "NegativeOnly"],
+        )
+        .as_str()
+    {
+        "Full" => Ack::Full,
+        "PositiveOnly" => Ack::PositiveOnly,
+        "NegativeOnly" => Ack::NegativeOnly,
+        _ => Ack::None,
+    };
+    let custom_endpoint = check_custom_endpoint(r);
+    let max_in_flight = r.int("IotHub.C2D.MaxInFlight", 64, 1, 10_000) as usize;
+    let max_sends_per_second = r.int("IotHub.C2D.MaxSendsPerSecond", 0, 0, 1_000_000) as u32;
+    let feedback_topic = filled(r.string("IotHub.FeedbackTopic"));
+    if feedback_topic.is_some() && ack == Ack::None {
+        r.problem(
+            "IotHub.FeedbackTopic",
+            "feedback only exists when IotHub.MessageDeliveryAcknowledgement is Full, PositiveOnly or NegativeOnly",
+        );
+    }
+    if r.problems.len() > before {
+        return None;
+    }
+    Some(SinkConfig {
+        topics: topics?,
+        connection_string: connection_string?,
+        ack,
+        custom_endpoint,
+        max_in_flight,
+        max_sends_per_second,
+        feedback_topic,
+    })
+}

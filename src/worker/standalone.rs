@@ -1,0 +1,98 @@
+//! `iotconnect standalone`: Kafka Connect's standalone worker (kafka-connect.md §1, §10).
+//!
+//! Exit codes as Connect's: 1 usage, 2 error before start (invalid worker file, Kafka unreachable),
+//! 3 a connector could not be created or the offsets file is unreadable. 0 after a clean stop.
+
+use crate::config::{self, LoadError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use tracing::{error, info, warn};
+
+pub const EXIT_INIT: u8 = 2;
+pub const EXIT_CONNECTOR: u8 = 3;
+
+pub fn main(worker: PathBuf, connectors: Vec<PathBuf>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_INIT);
+        }
+    };
+    let code = rt.block_on(run(worker, connectors));
+    // Do not wait for blocking librdkafka threads that are still draining.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>) -> ExitCode {
+    let t0 = Instant::now();
+    info!("Kafka Connect standalone worker initializing ...");
+    let loaded = match config::load_all(&worker_path, &connector_paths) {
+        Ok(l) => l,
+        Err(LoadError {
+            worker_failed,
+            problems,
+            warnings,
+        }) => {
+            for w in warnings {
+                warn!("{w}");
+            }
+            for p in &problems.0 {
+                error!("{p}");
+            }
+            if worker_failed {
+                error!("Stopping due to error");
+                return ExitCode::from(EXIT_INIT);
+            }
+            let mut files: Vec<&str> = problems.0.iter().map(|p| p.file.as_str()).collect();
+            files.dedup();
+            for f in files {
+                error!("Failed to create connector for {f}");
+            }
+            error!("Stopping after connector error");
+            return ExitCode::from(EXIT_CONNECTOR);
+        }
+    };
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let mut values = String::from("StandaloneConfig values: ");
+    for (k, v) in loaded.worker.file.masked() {
+        values.push_str(&format!("\n\t{k} = {v}"));
+    }
+    info!("{values}");
+    info!("Creating Kafka admin client");
+    let cluster_id = match super::kafka::cluster_id(&loaded.worker).await {
+        Ok(id) => id,
+        Err(e) => {
+            error!("{e:#}");
+            error!("Stopping due to error");
+            return ExitCode::from(EXIT_INIT);
+        }
+    };
+    info!("Kafka cluster ID: {cluster_id}");
+    info!(
+        "Kafka Connect standalone worker initialization took {}ms",
+        t0.elapsed().as_millis()
+    );
+    info!("Kafka Connect starting");
+    let runtime = match super::runtime::Worker::start(loaded, cluster_id).await {
+        Ok(w) => w,
+        Err(e) => {
+            error!("{e:#}");
+            error!("Stopping after connector error");
+            return ExitCode::from(EXIT_CONNECTOR);
+        }
+    };
+    info!("Kafka Connect started");
+    super::signals::wait_for_shutdown().await;
+    info!("Kafka Connect stopping");
+    runtime.stop().await;
+    info!("Kafka Connect stopped");
+    ExitCode::SUCCESS
+}
