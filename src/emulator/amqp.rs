@@ -450,6 +450,7 @@ async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth:
                     tracing::debug!(partition = pid, %group, ?filter, start, ?epoch, "partition receiver attached");
                     match links.accept_incoming_attach(attach, &mut session).await {
                         Ok(LinkEndpoint::Sender(s)) => {
+                            hub.receivers_attached.send_modify(|n| *n += 1);
                             tasks.spawn(partition_loop(
                                 s,
                                 hub.clone(),

@@ -471,6 +471,15 @@ impl Emulator {
         self.hub.c2d.settle(device_id, etag, reject)
     }
 
+    /// Waits until at least `n` partition receivers have been accepted since start (counting every
+    /// attach ever accepted). False on timeout.
+    pub async fn wait_receivers_attached(&self, n: u64, timeout: Duration) -> bool {
+        let mut rx = self.hub.receivers_attached.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Stops the listeners and closes every connection.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
