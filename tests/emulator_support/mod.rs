@@ -111,3 +111,85 @@ pub fn condition_symbol(c: &fe2o3_amqp::types::definitions::ErrorCondition) -> S
         other => format!("{other:?}"),
     }
 }
+
+/// Opens a connection authorised for the Event Hub-compatible endpoint (put-token on the hub).
+pub async fn eventhub_session(
+    emu: &Emulator,
+) -> (
+    fe2o3_amqp::connection::ConnectionHandle<()>,
+    fe2o3_amqp::session::SessionHandle<()>,
+) {
+    init();
+    let mut conn = fe2o3_amqp::Connection::builder()
+        .container_id(format!("test-{}", uuid::Uuid::new_v4()))
+        .hostname("127.0.0.1")
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Anonymous)
+        .open(emu.info().amqp_endpoint.as_str())
+        .await
+        .expect("connect");
+    let mut session = fe2o3_amqp::Session::begin(&mut conn)
+        .await
+        .expect("session");
+    let aud = format!(
+        "sb://{}/{}",
+        emu.info().iot_hub_host_name,
+        emu.info().hub_name
+    );
+    assert_eq!(
+        put_token(&mut session, &aud, &eventhub_token(emu, &aud)).await,
+        202
+    );
+    (conn, session)
+}
+
+/// Attaches a partition receiver with an Event Hubs selector and an optional epoch.
+pub async fn partition_receiver<R>(
+    session: &mut SessionHandle<R>,
+    emu: &Emulator,
+    partition: u32,
+    selector: &str,
+    epoch: Option<i64>,
+    credit: fe2o3_amqp::link::receiver::CreditMode,
+) -> Result<Receiver, fe2o3_amqp::link::ReceiverAttachError> {
+    use fe2o3_amqp::types::messaging::Source;
+    use fe2o3_amqp::types::primitives::{Symbol, Value};
+    use serde_amqp::described::Described;
+    use serde_amqp::descriptor::Descriptor;
+    let filter = Described {
+        descriptor: Descriptor::Code(0x0000_468C_0000_0004),
+        value: Value::String(selector.to_string()),
+    };
+    let source = Source::builder()
+        .address(format!(
+            "{}/ConsumerGroups/$Default/Partitions/{partition}",
+            emu.info().hub_name
+        ))
+        .add_to_filter(Symbol::from("apache.org:selector-filter:string"), filter)
+        .build();
+    let mut b = Receiver::builder()
+        .name(format!("p{partition}-{}", uuid::Uuid::new_v4()))
+        .source(source)
+        .target("receiver")
+        .credit_mode(credit);
+    if let Some(e) = epoch {
+        let mut props = fe2o3_amqp::types::definitions::Fields::new();
+        props.insert(Symbol::from("com.microsoft:epoch"), Value::Long(e));
+        b = b.properties(props);
+    }
+    b.attach(session).await
+}
+
+/// The sequence number annotation of a received event.
+pub fn seq_of<T>(d: &fe2o3_amqp::link::delivery::Delivery<T>) -> i64 {
+    use fe2o3_amqp::types::messaging::annotations::OwnedKey;
+    use fe2o3_amqp::types::primitives::{Symbol, Value};
+    match d
+        .message()
+        .message_annotations
+        .as_ref()
+        .and_then(|a| a.get(&OwnedKey::Symbol(Symbol::from("x-opt-sequence-number"))))
+    {
+        Some(Value::Long(n)) => *n,
+        other => panic!("x-opt-sequence-number missing: {other:?}"),
+    }
+}
