@@ -900,7 +900,7 @@ impl JavaCharset {
             s
         };
         match self {
-            JavaCharset::Utf8 => String::from_utf8_lossy(b).into_owned(),
+            JavaCharset::Utf8 => java::decode_utf8_java(b),
             JavaCharset::UsAscii => b
                 .iter()
                 .map(|&x| if x < 0x80 { x as char } else { '\u{FFFD}' })

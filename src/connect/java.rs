@@ -2,10 +2,19 @@
 //! `Float.toString`, `java.util.Date.toString()`, `Instant.toString()`, `UUID.toString()`, proton-j
 //! `Binary.toString()`, `BigDecimal.toString()` and `String.hashCode()`.
 //!
-//! Numbers follow the JDK 19+ specification of `Double.toString` (shortest decimal that rounds back
-//! to the same value; when that has one digit, the closest of the one- or two-digit candidates).
-//! JDK 8/11 produce the same text for all but rare values where the old algorithm printed extra
-//! digits.
+//! Numbers follow the JDK 8–18 `Double.toString` / `Float.toString` (the `FloatingDecimal`
+//! algorithm every JVM that runs Kafka 2.x/3.x on HDInsight uses): the shortest decimal that rounds
+//! back to the same value (`MIN_VALUE` prints with two digits, `4.9E-324`), except
+//! for integer values of 2^53 (floats: 2^24) and above below 2^63, where that JDK prints the exact
+//! integer with only a table-driven number of low digits rounded off (`9.6494532878632794E17`,
+//! `1.23456792E8`), and exact ties between two shortest candidates keep the even digit. Known
+//! residual difference: for some magnitudes of 1e21 and above (about 1 value in 5000 of a broad
+//! random sample) the old JDK printed a last digit one below the closest (`2.0E23` prints as
+//! `1.9999999999999998E23` in Java 8–17), and some subnormal floats print with a different digit
+//! count; we print the closest shortest form, which parses back to the same value. The integration test `convert_java` measures this against the installed JDK.
+//!
+//! [`decode_utf8_java`] is `new String(bytes, UTF_8)` of JDK 8+, including how many U+FFFD a
+//! malformed sequence becomes (this differs from Rust's `from_utf8_lossy`).
 
 use time::{Month, OffsetDateTime, Weekday};
 
@@ -20,10 +29,20 @@ pub fn double_to_string(d: f64) -> String {
     if d == 0.0 {
         return if d.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
-    let (digits, exp) = shortest_digits(format!("{:e}", d.abs()), || {
-        let two = format!("{:.1e}", d.abs());
-        (two.parse::<f64>().ok() == Some(d.abs())).then_some(two)
-    });
+    let abs = d.abs();
+    let bin_exp = ((d.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let (digits, exp) = match integer_digits(abs.fract() == 0.0, abs as u64, bin_exp, 53) {
+        Some(x) => x,
+        None => {
+            let (digits, exp) = shortest_digits(format!("{abs:e}"), || {
+                let two = format!("{abs:.1e}");
+                (abs.to_bits() == 1 && two.parse::<f64>().ok() == Some(abs)).then_some(two)
+            });
+            tie_to_even(digits, exp, &format!("{abs:.800e}"), |t| {
+                t.parse::<f64>().ok() == Some(abs)
+            })
+        }
+    };
     render_java(d.is_sign_negative(), &digits, exp)
 }
 
@@ -38,16 +57,113 @@ pub fn float_to_string(f: f32) -> String {
     if f == 0.0 {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
-    let (digits, exp) = shortest_digits(format!("{:e}", f.abs()), || {
-        let two = format!("{:.1e}", f.abs());
-        (two.parse::<f32>().ok() == Some(f.abs())).then_some(two)
-    });
+    let abs = f.abs();
+    let bin_exp = ((f.to_bits() >> 23) & 0xff) as i32 - 127;
+    let (digits, exp) = match integer_digits(abs.fract() == 0.0, abs as u64, bin_exp, 24) {
+        Some(x) => x,
+        None => {
+            let (digits, exp) = shortest_digits(format!("{abs:e}"), || {
+                let two = format!("{abs:.1e}");
+                (abs.to_bits() == 1 && two.parse::<f32>().ok() == Some(abs)).then_some(two)
+            });
+            tie_to_even(digits, exp, &format!("{:.200e}", f64::from(abs)), |t| {
+                t.parse::<f32>().ok() == Some(abs)
+            })
+        }
+    };
     render_java(f.is_sign_negative(), &digits, exp)
 }
 
+/// When the exact binary value lies exactly halfway between two shortest candidates, the JDK
+/// keeps the one with the even last digit (Rust's shortest formatting may pick the odd one).
+/// `exact` is the value's full decimal expansion (`{:.800e}`).
+fn tie_to_even(
+    digits: String,
+    exp: i32,
+    exact: &str,
+    round_trips: impl Fn(&str) -> bool,
+) -> (String, i32) {
+    let last = digits.as_bytes()[digits.len() - 1] - b'0';
+    if last & 1 == 0 {
+        return (digits, exp);
+    }
+    let (mant, e) = exact.split_once('e').expect("exponent");
+    if e.parse::<i32>().ok() != Some(exp) {
+        return (digits, exp);
+    }
+    let exact_digits: Vec<u8> = mant.bytes().filter(|b| *b != b'.').collect();
+    let n = digits.len();
+    if exact_digits.len() <= n
+        || exact_digits[n] != b'5'
+        || exact_digits[n + 1..].iter().any(|b| *b != b'0')
+    {
+        return (digits, exp);
+    }
+    // The two candidates are the truncation P and P + 1 in the last place; keep the even one.
+    let Ok(p) = std::str::from_utf8(&exact_digits[..n])
+        .expect("ASCII digits")
+        .parse::<u64>()
+    else {
+        return (digits, exp);
+    };
+    let even = if p & 1 == 0 { p } else { p + 1 };
+    let mut even_digits = even.to_string();
+    let mut even_exp = exp;
+    if even_digits.len() > n {
+        even_exp += 1; // 99…9 + 1 carried into a new leading digit
+    }
+    let candidate = format!("{}.{}e{}", &even_digits[..1], &even_digits[1..], even_exp);
+    if round_trips(&candidate) {
+        even_digits = even_digits.trim_end_matches('0').to_string();
+        return (even_digits, even_exp);
+    }
+    (digits, exp)
+}
+
+/// `FloatingDecimal`'s fast path for integer values below 2^63: the integer's own digits, with
+/// `insignificantDigitsForPow2(binExp - significantBits - 1)` low digits rounded off.
+fn integer_digits(
+    is_integer: bool,
+    value: u64,
+    bin_exp: i32,
+    significant_bits: i32,
+) -> Option<(String, i32)> {
+    const INSIGNIFICANT: [u32; 64] = [
+        0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 8, 8, 8,
+        9, 9, 9, 9, 10, 10, 10, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 14, 14, 14, 15, 15, 15, 15,
+        16, 16, 16, 17, 17, 17, 18, 18, 18, 19,
+    ];
+    if !is_integer || value == 0 || !(0..=62).contains(&bin_exp) {
+        return None;
+    }
+    let p2 = bin_exp - significant_bits - 1;
+    let insignificant =
+        if bin_exp > significant_bits && p2 > 1 && (p2 as usize) < INSIGNIFICANT.len() {
+            INSIGNIFICANT[p2 as usize]
+        } else {
+            0
+        };
+    let mut v = value;
+    if insignificant > 0 {
+        let pow10 = 10u64.pow(insignificant);
+        let residue = v % pow10;
+        v /= pow10;
+        if residue >= pow10 / 2 {
+            v += 1;
+        }
+    }
+    let text = v.to_string();
+    let exp = text.len() as i32 - 1 + insignificant as i32;
+    let digits = text.trim_end_matches('0');
+    Some((
+        if digits.is_empty() { "0" } else { digits }.to_string(),
+        exp,
+    ))
+}
+
 /// Splits Rust's shortest scientific rendering (`1.2345e-5`) into significant digits and the
-/// decimal exponent of the first digit. When the shortest form has a single digit, Java prefers a
-/// closer two-digit decimal if one rounds to the same value (e.g. `4.9E-324`).
+/// decimal exponent of the first digit. `two_digit` may offer a closer two-digit form that the JDK
+/// prints instead (only for the smallest subnormal: `4.9E-324`, `1.4E-45`).
 fn shortest_digits(sci: String, two_digit: impl Fn() -> Option<String>) -> (String, i32) {
     let parse = |s: &str| -> (String, i32) {
         let (mant, exp) = s.split_once('e').expect("rust {:e} output has an exponent");
@@ -104,6 +220,115 @@ fn render_java(negative: bool, digits: &str, exp: i32) -> String {
         }
         out.push('E');
         out.push_str(&exp.to_string());
+    }
+    out
+}
+
+/// `new String(bytes, StandardCharsets.UTF_8)`: the JDK's UTF-8 decoder with replacement. A
+/// malformed sequence becomes one U+FFFD per the JDK's `malformedN` lengths (an encoded surrogate
+/// `ED A0 80` is one U+FFFD, a truncated sequence at the end is one U+FFFD).
+pub fn decode_utf8_java(b: &[u8]) -> String {
+    // Fast path: valid UTF-8 decodes identically everywhere.
+    if let Ok(s) = std::str::from_utf8(b) {
+        return s.to_string();
+    }
+    const REPL: char = '\u{FFFD}';
+    let not_cont = |x: u8| x & 0xC0 != 0x80;
+    let mut out = String::with_capacity(b.len() + 8);
+    let n = b.len();
+    let mut i = 0;
+    while i < n {
+        let u1 = b[i];
+        i += 1;
+        match u1 {
+            0x00..=0x7F => out.push(u1 as char),
+            0xC2..=0xDF => {
+                if i < n {
+                    let u2 = b[i];
+                    i += 1;
+                    if not_cont(u2) {
+                        out.push(REPL);
+                        i -= 1;
+                    } else {
+                        let c = (u32::from(u1 & 0x1F) << 6) | u32::from(u2 & 0x3F);
+                        out.push(char::from_u32(c).unwrap_or(REPL));
+                    }
+                    continue;
+                }
+                out.push(REPL);
+                return out;
+            }
+            0xE0..=0xEF => {
+                let bad_second = |u2: u8| (u1 == 0xE0 && (u2 & 0xE0) == 0x80) || not_cont(u2);
+                if i + 1 < n {
+                    let (u2, u3) = (b[i], b[i + 1]);
+                    i += 2;
+                    if bad_second(u2) || not_cont(u3) {
+                        out.push(REPL);
+                        i -= 3;
+                        i += if bad_second(b[i + 1]) { 1 } else { 2 };
+                    } else {
+                        let c = (u32::from(u1 & 0x0F) << 12)
+                            | (u32::from(u2 & 0x3F) << 6)
+                            | u32::from(u3 & 0x3F);
+                        // Surrogate code points (ED A0..BF xx) are malformed as a whole.
+                        out.push(char::from_u32(c).unwrap_or(REPL));
+                    }
+                    continue;
+                }
+                if i < n && bad_second(b[i]) {
+                    out.push(REPL);
+                    continue;
+                }
+                out.push(REPL);
+                return out;
+            }
+            0xF0..=0xF7 => {
+                let bad_second = |u2: u8| {
+                    (u1 == 0xF0 && !(0x90..=0xBF).contains(&u2))
+                        || (u1 == 0xF4 && (u2 & 0xF0) != 0x80)
+                        || not_cont(u2)
+                };
+                if i + 2 < n {
+                    let (u2, u3, u4) = (b[i], b[i + 1], b[i + 2]);
+                    i += 3;
+                    let uc = (u32::from(u1 & 0x07) << 18)
+                        | (u32::from(u2 & 0x3F) << 12)
+                        | (u32::from(u3 & 0x3F) << 6)
+                        | u32::from(u4 & 0x3F);
+                    if not_cont(u2)
+                        || not_cont(u3)
+                        || not_cont(u4)
+                        || !(0x10000..=0x10FFFF).contains(&uc)
+                    {
+                        out.push(REPL);
+                        i -= 4;
+                        i += if u1 > 0xF4 || bad_second(u2) {
+                            1
+                        } else if not_cont(u3) {
+                            2
+                        } else {
+                            3
+                        };
+                    } else {
+                        out.push(char::from_u32(uc).unwrap_or(REPL));
+                    }
+                    continue;
+                }
+                if u1 > 0xF4 || (i < n && bad_second(b[i])) {
+                    out.push(REPL);
+                    continue;
+                }
+                i += 1;
+                if i < n && not_cont(b[i]) {
+                    out.push(REPL);
+                    continue;
+                }
+                out.push(REPL);
+                return out;
+            }
+            _ => out.push(REPL),
+        }
     }
     out
 }
@@ -297,6 +522,9 @@ mod tests {
             (5e-324, "4.9E-324"),
             (2e-323, "2.0E-323"),
             (123456.789, "123456.789"),
+            (964_945_328_786_327_936.0, "9.6494532878632794E17"),
+            (9_007_199_254_740_993.0, "9.007199254740992E15"),
+            (1.0e18, "1.0E18"),
             (0.0, "0.0"),
             (-0.0, "-0.0"),
             (f64::NAN, "NaN"),
@@ -319,6 +547,8 @@ mod tests {
             (25.5, "25.5"),
             (1.0e-4, "1.0E-4"),
             (123.456, "123.456"),
+            (123_456_789.0, "1.23456792E8"),
+            (1.0e10, "1.0E10"),
         ];
         for (f, want) in cases {
             assert_eq!(float_to_string(*f), *want, "Float.toString({f:e})");

@@ -3,8 +3,8 @@
 //! description of one received Event Hubs event.
 //!
 //! Decisions where toketi would crash or is undefined (documented for the README):
-//! * `content`: the body decoded as UTF-8, lossless when valid; each maximal invalid byte sequence
-//!   becomes U+FFFD, as Java's UTF-8 decoder (the usual platform charset) does. Binary payloads
+//! * `content`: the body decoded as UTF-8, lossless when valid; malformed bytes become U+FFFD
+//!   exactly as the JDK's UTF-8 decoder (the usual platform charset) replaces them. Binary payloads
 //!   are therefore corrupted exactly as with the Java connector: use the raw record format.
 //! * Values of `systemProperties` and `properties` are rendered with Java `toString()` rules
 //!   ([`render_scalar`]). toketi copies application properties as-is, so any non-string one makes
@@ -238,7 +238,7 @@ pub fn fields(ev: &IotEvent) -> IotRecordFields {
         enqueued_time,
         enqueued_time_ms,
         sequence_number,
-        content: String::from_utf8_lossy(&ev.body).into_owned(),
+        content: java::decode_utf8_java(&ev.body),
         system_properties,
         properties,
     }
