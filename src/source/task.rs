@@ -239,7 +239,7 @@ pub async fn run(
     info!("Stopping IotHubSourceTask");
     stop.cancel();
     for r in receivers {
-        let _ = r.await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
     }
     let deadline = tokio::time::Instant::now() + ctx.worker.offset_flush_timeout;
     let flushed = {
@@ -596,14 +596,18 @@ impl Reader {
             Some(d) => d,
             None => return false,
         };
-        self.out
-            .send(InFlight::Sent {
-                delivery,
-                offset,
-                enqueued_ms,
-            })
-            .await
-            .is_ok()
+        let item = InFlight::Sent {
+            delivery,
+            offset,
+            enqueued_ms,
+        };
+        // Space for it first; a stop while the acker is full (Kafka slow or down) must not hang: the
+        // record is then simply not committed, and read again after a restart.
+        tokio::select! {
+            biased;
+            r = self.out.send(item) => r.is_ok(),
+            _ = self.stop.cancelled() => false,
+        }
     }
 
     /// Enqueues into librdkafka, waiting while its queue is full. None when stopping or fatal.
