@@ -239,12 +239,18 @@ pub async fn run(
     info!("Stopping IotHubSourceTask");
     stop.cancel();
     for r in receivers {
-        let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
     }
-    let deadline = tokio::time::Instant::now() + ctx.worker.offset_flush_timeout;
+    // Wait for in-flight records up to offset.flush.timeout.ms, but leave room in the graceful
+    // shutdown budget for the final commit.
+    let budget = ctx
+        .worker
+        .offset_flush_timeout
+        .min(ctx.worker.task_shutdown_graceful_timeout.mul_f64(0.7));
+    let deadline = tokio::time::Instant::now() + budget;
     let flushed = {
         let p = producer.clone();
-        let left = ctx.worker.offset_flush_timeout;
+        let left = budget;
         tokio::task::spawn_blocking(move || p.flush(left)).await
     };
     if !matches!(flushed, Ok(Ok(()))) {
@@ -455,6 +461,14 @@ impl Reader {
                     self.link(true);
                     let end = self.session(&rx, &mut backoff).await;
                     self.link(false);
+                    if matches!(end, LinkEnd::Stop | LinkEnd::Fatal) {
+                        // Detach in the background: the final offset commit must not wait for it.
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(Duration::from_secs(5), rx.close()).await;
+                            let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
+                        });
+                        return;
+                    }
                     let _ = tokio::time::timeout(Duration::from_secs(5), rx.close()).await;
                     end
                 }
