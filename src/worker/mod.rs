@@ -5,5 +5,6 @@ pub mod logging;
 pub mod runtime;
 pub mod signals;
 pub mod standalone;
+pub mod systemd;
 pub mod task;
 pub mod validate;
