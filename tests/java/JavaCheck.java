@@ -36,7 +36,7 @@ public class JavaCheck {
                 HashMap<byte[], byte[]> raw = new HashMap<>();
                 while ((line = in.readLine()) != null) {
                     if (line.isEmpty()) continue;
-                    String[] kv = line.split(" ");
+                    String[] kv = line.split(" ", -1);
                     raw.put(unhex(kv[0]), kv[1].equals("-") ? null : unhex(kv[1]));
                 }
                 try (ObjectOutputStream os = new ObjectOutputStream(Files.newOutputStream(Paths.get(args[1])))) {
