@@ -290,11 +290,11 @@ pub enum OffsetsCommandError {
 }
 
 /// `iotconnect offsets show FILE`: prints every entry; for a damaged file, prints the entries
-/// still readable and then returns the error.
+/// still readable and then returns the error. A missing file is an error here (a typo should not
+/// look like "no offsets").
 pub fn show(path: &Path, out: &mut dyn Write) -> Result<(), OffsetsCommandError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
             return Err(OffsetsError::Unreadable {
                 path: path.to_path_buf(),
@@ -491,6 +491,10 @@ mod tests {
         assert_eq!(reset(&path, NAME, None).unwrap(), 1);
         assert_eq!(OffsetStore::load(&path).unwrap().len(), 1);
         assert_eq!(reset(&dir.path().join("missing"), NAME, None).unwrap(), 0);
+        let err = show(&dir.path().join("missing"), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
         assert!(!dir.path().join("missing").exists());
     }
 
