@@ -1,0 +1,200 @@
+//! A JSON writer that produces the exact bytes Jackson's `UTF8JsonGenerator` writes for Kafka
+//! Connect's `JsonConverter` (compact, no whitespace).
+//!
+//! * Strings: `"` and `\` get a backslash; the control characters U+0008, U+0009, U+000A, U+000C and
+//!   U+000D use the short escapes `\b \t \n \f \r`; every other control character below U+0020
+//!   becomes `\u00XX` with upper-case hex. `/`, U+007F and other BMP characters are written raw as
+//!   UTF-8. Characters outside the BMP are written as an escaped UTF-16 surrogate pair
+//!   (`\uD83D\uDD11`), as Jackson's generator does.
+//! * Doubles and floats: Java `Double.toString` / `Float.toString`; NaN and the infinities are
+//!   quoted strings (`"NaN"`, `"Infinity"`), Jackson's `QUOTE_NON_NUMERIC_NUMBERS` default.
+//! * Binary: base64, standard alphabet with padding, no line feeds.
+
+use base64::Engine;
+
+use super::java;
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends `s` as a quoted JSON string.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for ch in s.chars() {
+        let c = ch as u32;
+        match ch {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{08}' => out.extend_from_slice(b"\\b"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\u{0C}' => out.extend_from_slice(b"\\f"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            _ if c < 0x20 => write_u_escape(out, c as u16),
+            _ if c > 0xFFFF => {
+                let mut units = [0u16; 2];
+                for unit in ch.encode_utf16(&mut units) {
+                    write_u_escape(out, *unit);
+                }
+            }
+            _ => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+fn write_u_escape(out: &mut Vec<u8>, unit: u16) {
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[((unit >> shift) & 0xF) as usize]);
+    }
+}
+
+/// The quoted JSON text of `s` as a `String` (for building keys in tests and tools).
+pub fn quote(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    write_str(&mut out, s);
+    String::from_utf8(out).expect("escaped JSON of a str is UTF-8")
+}
+
+pub fn write_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(v.to_string().as_bytes());
+}
+
+pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        out.extend_from_slice(java::double_to_string(v).as_bytes());
+    } else {
+        write_str(out, &java::double_to_string(v));
+    }
+}
+
+pub fn write_f32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        out.extend_from_slice(java::float_to_string(v).as_bytes());
+    } else {
+        write_str(out, &java::float_to_string(v));
+    }
+}
+
+pub fn write_bool(out: &mut Vec<u8>, v: bool) {
+    out.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+pub fn write_null(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"null");
+}
+
+/// Bytes as Jackson writes a `BinaryNode`: a base64 string (standard alphabet, padded).
+pub fn write_base64(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'"');
+    out.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(b)
+            .as_bytes(),
+    );
+    out.push(b'"');
+}
+
+/// Re-serializes a parsed `serde_json` value in Jackson's compact style (used for values that came
+/// from JSON text: offsets file entries, schema defaults read back). Integers stay integers,
+/// fractions are written with `Double.toString`.
+pub fn write_serde(out: &mut Vec<u8>, v: &serde_json::Value) {
+    match v {
+        serde_json::Value::Null => write_null(out),
+        serde_json::Value::Bool(b) => write_bool(out, *b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                write_i64(out, i);
+            } else if let Some(u) = n.as_u64() {
+                out.extend_from_slice(u.to_string().as_bytes());
+            } else {
+                write_f64(out, n.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+        serde_json::Value::String(s) => write_str(out, s),
+        serde_json::Value::Array(a) => {
+            out.push(b'[');
+            for (i, e) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_serde(out, e);
+            }
+            out.push(b']');
+        }
+        serde_json::Value::Object(m) => {
+            out.push(b'{');
+            for (i, (k, e)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_serde(out, e);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> String {
+        quote(x)
+    }
+
+    #[test]
+    fn string_escaping_matches_jackson() {
+        assert_eq!(s("plain"), r#""plain""#);
+        assert_eq!(s(r#"a"b\c/d"#), r#""a\"b\\c/d""#);
+        assert_eq!(s("\u{08}\t\n\u{0C}\r"), r#""\b\t\n\f\r""#);
+        assert_eq!(
+            s("\u{00}\u{01}\u{0B}\u{1F}"),
+            r#""\u0000\u0001\u000B\u001F""#
+        );
+        assert_eq!(s("\u{7F}"), "\"\u{7F}\"");
+        assert_eq!(s("héllo 한국어 €"), "\"héllo 한국어 €\"");
+        assert_eq!(s("key\u{1F511}!"), r#""key\uD83D\uDD11!""#);
+        assert_eq!(s("\u{10FFFF}"), r#""\uDBFF\uDFFF""#);
+        assert_eq!(s("\u{2028}\u{FEFF}"), "\"\u{2028}\u{FEFF}\"");
+    }
+
+    #[test]
+    fn numbers_and_binary() {
+        let mut out = Vec::new();
+        write_f64(&mut out, 1.5);
+        out.push(b',');
+        write_f64(&mut out, 1.0e7);
+        out.push(b',');
+        write_f64(&mut out, f64::NAN);
+        out.push(b',');
+        write_f32(&mut out, f32::NEG_INFINITY);
+        out.push(b',');
+        write_i64(&mut out, -42);
+        out.push(b',');
+        write_base64(&mut out, b"hello");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"1.5,1.0E7,"NaN","-Infinity",-42,"aGVsbG8=""#
+        );
+    }
+
+    #[test]
+    fn serde_values_rewritten_compactly() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{ "b" : [1, 2.5, true, null, "x\u00e9\ud83d\udd11"], "a" : {} }"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_serde(&mut out, &v);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"b\":[1,2.5,true,null,\"x\u{e9}\\uD83D\\uDD11\"],\"a\":{}}"
+        );
+    }
+}

@@ -1,0 +1,891 @@
+//! Kafka Connect's standalone offsets file (`offset.storage.file.filename`): a Java-serialized
+//! `java.util.HashMap<byte[],byte[]>` (Object Serialization Stream Protocol version 5), exactly as
+//! `FileOffsetBackingStore` writes it (kafka-connect.md §4.3).
+//!
+//! [`decode`] is a strict reader of that one shape; [`encode`] writes the bytes the JDK writes
+//! (entry order aside, which is random in Java); [`load`] and [`save_atomic`] add the file
+//! handling: a missing file is "no offsets", a damaged one is an error that names the file and
+//! the way out, and writes go through a temp file, fsync and rename.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// One entry: key bytes and value bytes (`None` = Java null, a tombstone written by a reset).
+pub type Entry = (Vec<u8>, Option<Vec<u8>>);
+
+const STREAM_MAGIC: u16 = 0xACED;
+const STREAM_VERSION: u16 = 5;
+const TC_NULL: u8 = 0x70;
+const TC_REFERENCE: u8 = 0x71;
+const TC_CLASSDESC: u8 = 0x72;
+const TC_OBJECT: u8 = 0x73;
+const TC_STRING: u8 = 0x74;
+const TC_ARRAY: u8 = 0x75;
+const TC_BLOCKDATA: u8 = 0x77;
+const TC_ENDBLOCKDATA: u8 = 0x78;
+const TC_BLOCKDATALONG: u8 = 0x7A;
+const BASE_HANDLE: u32 = 0x7E_0000;
+
+const HASHMAP_CLASS: &str = "java.util.HashMap";
+const HASHMAP_SUID: u64 = 362_498_820_763_181_265;
+const BYTE_ARRAY_CLASS: &str = "[B";
+const BYTE_ARRAY_SUID: u64 = 0xACF3_17F8_0608_54E0; // -5984413125824719648
+const SC_WRITE_METHOD: u8 = 0x01;
+const SC_SERIALIZABLE: u8 = 0x02;
+const SC_EXTERNALIZABLE: u8 = 0x04;
+const SC_ENUM: u8 = 0x10;
+
+/// Why bytes are not a readable offsets file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OffsetFileError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("truncated at byte {offset} (expected {what})")]
+    Truncated { offset: usize, what: String },
+    #[error("corrupt at byte {offset}: {what}")]
+    Corrupt { offset: usize, what: String },
+}
+
+enum Handle {
+    ClassDesc(String),
+    Object,
+    Array(std::ops::Range<usize>),
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+    handles: Vec<Handle>,
+    /// Bytes left in the current block-data segment (HashMap's custom data).
+    block_left: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn truncated(&self, what: &str) -> OffsetFileError {
+        OffsetFileError::Truncated {
+            offset: self.b.len(),
+            what: what.to_string(),
+        }
+    }
+
+    fn corrupt(&self, at: usize, what: impl Into<String>) -> OffsetFileError {
+        OffsetFileError::Corrupt {
+            offset: at,
+            what: what.into(),
+        }
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], OffsetFileError> {
+        if self.b.len() - self.pos < n {
+            return Err(self.truncated(what));
+        }
+        let s = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, OffsetFileError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16, OffsetFileError> {
+        let s = self.take(2, what)?;
+        Ok(u16::from_be_bytes([s[0], s[1]]))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, OffsetFileError> {
+        let s = self.take(4, what)?;
+        Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, OffsetFileError> {
+        let s = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn expect(&mut self, code: u8, what: &str) -> Result<(), OffsetFileError> {
+        let at = self.pos;
+        let got = self.u8(what)?;
+        if got != code {
+            return Err(self.corrupt(
+                at,
+                format!("expected {what} (0x{code:02X}), found 0x{got:02X}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A modified-UTF-8 string with a u16 length (class and field names: ASCII in practice).
+    fn utf(&mut self, what: &str) -> Result<String, OffsetFileError> {
+        let len = self.u16(what)? as usize;
+        let at = self.pos;
+        let raw = self.take(len, what)?;
+        String::from_utf8(raw.to_vec())
+            .map_err(|_| self.corrupt(at, format!("{what} is not valid (modified) UTF-8")))
+    }
+
+    fn handle(&self, at: usize, h: u32) -> Result<&Handle, OffsetFileError> {
+        h.checked_sub(BASE_HANDLE)
+            .and_then(|i| self.handles.get(i as usize))
+            .ok_or_else(|| self.corrupt(at, format!("reference to unknown handle 0x{h:08X}")))
+    }
+
+    /// A new class descriptor (after its TC_CLASSDESC byte) with the expected name and SUID.
+    /// Returns the field type codes and names in stream order.
+    fn class_desc_body(
+        &mut self,
+        expect_name: &str,
+        expect_suid: u64,
+    ) -> Result<Vec<(u8, String)>, OffsetFileError> {
+        let at = self.pos;
+        let name = self.utf("class name")?;
+        self.handles.push(Handle::ClassDesc(name.clone()));
+        if name != expect_name {
+            return Err(self.corrupt(
+                at,
+                format!("expected a serialized {expect_name}, found class {name:?}"),
+            ));
+        }
+        let suid_at = self.pos;
+        let suid = self.u64("serialVersionUID")?;
+        if suid != expect_suid {
+            return Err(self.corrupt(
+                suid_at,
+                format!(
+                    "{name} serialVersionUID {} does not match {}",
+                    suid as i64, expect_suid as i64
+                ),
+            ));
+        }
+        let flags_at = self.pos;
+        let flags = self.u8("class flags")?;
+        if flags & SC_SERIALIZABLE == 0 || flags & (SC_EXTERNALIZABLE | SC_ENUM) != 0 {
+            return Err(self.corrupt(
+                flags_at,
+                format!("unexpected class flags 0x{flags:02X} for {name}"),
+            ));
+        }
+        if name == HASHMAP_CLASS && flags & SC_WRITE_METHOD == 0 {
+            return Err(self.corrupt(
+                flags_at,
+                "java.util.HashMap descriptor without writeObject data",
+            ));
+        }
+        let count = self.u16("field count")?;
+        let mut fields = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let tc_at = self.pos;
+            let tc = self.u8("field type code")?;
+            let fname = self.utf("field name")?;
+            if !matches!(tc, b'B' | b'C' | b'D' | b'F' | b'I' | b'J' | b'S' | b'Z') {
+                return Err(self.corrupt(
+                    tc_at,
+                    format!("unexpected non-primitive field {fname:?} in {name}"),
+                ));
+            }
+            fields.push((tc, fname));
+        }
+        self.expect(TC_ENDBLOCKDATA, "TC_ENDBLOCKDATA after class descriptor")?;
+        self.expect(TC_NULL, "TC_NULL (no serializable superclass)")?;
+        Ok(fields)
+    }
+
+    /// One byte of block data, crossing block segments as Java's block-data stream does.
+    fn block_byte(&mut self) -> Result<u8, OffsetFileError> {
+        while self.block_left == 0 {
+            let at = self.pos;
+            let tc = self.u8("HashMap block data")?;
+            self.block_left = match tc {
+                TC_BLOCKDATA => self.u8("block data length")? as usize,
+                TC_BLOCKDATALONG => self.u32("block data length")? as usize,
+                other => {
+                    return Err(self.corrupt(
+                        at,
+                        format!("expected HashMap block data (0x77), found 0x{other:02X}"),
+                    ))
+                }
+            };
+        }
+        self.block_left -= 1;
+        self.u8("HashMap block data")
+    }
+
+    fn block_i32(&mut self) -> Result<i32, OffsetFileError> {
+        let mut b = [0u8; 4];
+        for x in &mut b {
+            *x = self.block_byte()?;
+        }
+        Ok(i32::from_be_bytes(b))
+    }
+
+    /// One key or value: TC_NULL, a new `byte[]` or a back-reference to an earlier one.
+    fn byte_array_or_null(&mut self) -> Result<Option<Vec<u8>>, OffsetFileError> {
+        if self.block_left != 0 {
+            return Err(self.corrupt(self.pos, "unread HashMap block data before an entry"));
+        }
+        let at = self.pos;
+        match self.u8("a map key or value")? {
+            TC_NULL => Ok(None),
+            TC_REFERENCE => {
+                let h_at = self.pos;
+                let h = self.u32("handle")?;
+                match self.handle(h_at, h)? {
+                    Handle::Array(r) => Ok(Some(self.b[r.clone()].to_vec())),
+                    _ => {
+                        Err(self
+                            .corrupt(at, "a map entry refers to something that is not a byte[]"))
+                    }
+                }
+            }
+            TC_ARRAY => {
+                let desc_at = self.pos;
+                match self.u8("array class descriptor")? {
+                    TC_CLASSDESC => {
+                        let fields = self.class_desc_body(BYTE_ARRAY_CLASS, BYTE_ARRAY_SUID)?;
+                        if !fields.is_empty() {
+                            return Err(self.corrupt(desc_at, "byte[] descriptor with fields"));
+                        }
+                    }
+                    TC_REFERENCE => {
+                        let h_at = self.pos;
+                        let h = self.u32("handle")?;
+                        match self.handle(h_at, h)? {
+                            Handle::ClassDesc(n) if n == BYTE_ARRAY_CLASS => {}
+                            Handle::ClassDesc(n) => {
+                                let n = n.clone();
+                                return Err(self.corrupt(
+                                    desc_at,
+                                    format!(
+                                        "expected a byte[] entry, found an array of class {n:?}"
+                                    ),
+                                ));
+                            }
+                            _ => {
+                                return Err(self.corrupt(
+                                    desc_at,
+                                    "array class reference is not a class descriptor",
+                                ))
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(self.corrupt(
+                            desc_at,
+                            format!("expected an array class descriptor, found 0x{other:02X}"),
+                        ))
+                    }
+                }
+                let len_at = self.pos;
+                let len = self.u32("array length")? as i32;
+                if len < 0 {
+                    return Err(self.corrupt(len_at, format!("negative array length {len}")));
+                }
+                let start = self.pos;
+                self.take(len as usize, "array bytes")?;
+                self.handles
+                    .push(Handle::Array(start..start + len as usize));
+                Ok(Some(self.b[start..start + len as usize].to_vec()))
+            }
+            TC_OBJECT => Err(self.corrupt(at, "a map entry is an object, not a byte[]")),
+            TC_STRING => Err(self.corrupt(at, "a map entry is a String, not a byte[]")),
+            other => Err(self.corrupt(
+                at,
+                format!("expected a byte[] or null map entry, found type code 0x{other:02X}"),
+            )),
+        }
+    }
+}
+
+/// Decodes an offsets file. Trailing bytes after the map are ignored, as Java ignores them.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, OffsetFileError> {
+    decode_salvage(bytes).map_err(|(_, e)| e)
+}
+
+/// Like [`decode`], but on failure also returns the entries read before the damage (for
+/// `iotconnect offsets show` on a damaged file).
+pub fn decode_salvage(bytes: &[u8]) -> Result<Vec<Entry>, (Vec<Entry>, OffsetFileError)> {
+    if bytes.is_empty() {
+        return Err((Vec::new(), OffsetFileError::Empty));
+    }
+    let mut r = Reader {
+        b: bytes,
+        pos: 0,
+        handles: Vec::new(),
+        block_left: 0,
+    };
+    let mut entries = Vec::new();
+    match decode_into(&mut r, &mut entries) {
+        Ok(()) => Ok(entries),
+        Err(e) => Err((entries, e)),
+    }
+}
+
+fn decode_into(r: &mut Reader<'_>, entries: &mut Vec<Entry>) -> Result<(), OffsetFileError> {
+    let magic = r.u16("stream header")?;
+    let version = r.u16("stream header")?;
+    if magic != STREAM_MAGIC || version != STREAM_VERSION {
+        return Err(r.corrupt(
+            0,
+            format!(
+                "invalid stream header {:02X}{:02X}{:02X}{:02X}: not a Java-serialized offsets file",
+                magic >> 8,
+                magic & 0xFF,
+                version >> 8,
+                version & 0xFF
+            ),
+        ));
+    }
+    let at = r.pos;
+    let tc = r.u8("the HashMap object")?;
+    if tc != TC_OBJECT {
+        return Err(r.corrupt(
+            at,
+            format!("expected a HashMap object (0x73), found 0x{tc:02X}"),
+        ));
+    }
+    r.expect(TC_CLASSDESC, "HashMap class descriptor")?;
+    let fields = r.class_desc_body(HASHMAP_CLASS, HASHMAP_SUID)?;
+    r.handles.push(Handle::Object);
+    let mut load_factor = None;
+    for (tc, name) in &fields {
+        let at = r.pos;
+        match tc {
+            b'F' => {
+                let v = f32::from_bits(r.u32("float field")?);
+                if name == "loadFactor" {
+                    load_factor = Some((at, v));
+                }
+            }
+            b'I' => {
+                r.u32("int field")?;
+            }
+            b'B' | b'Z' => {
+                r.u8("byte field")?;
+            }
+            b'C' | b'S' => {
+                r.u16("short field")?;
+            }
+            _ => {
+                r.u64("long field")?;
+            }
+        }
+    }
+    match load_factor {
+        Some((_, lf)) if lf > 0.0 => {}
+        Some((at, lf)) => return Err(r.corrupt(at, format!("illegal load factor {lf}"))),
+        None => return Err(r.corrupt(r.pos, "HashMap descriptor without a loadFactor field")),
+    }
+    let _buckets = r.block_i32()?;
+    let count_at = r.pos;
+    let mappings = r.block_i32()?;
+    if mappings < 0 {
+        return Err(r.corrupt(count_at, format!("illegal mappings count {mappings}")));
+    }
+    if r.block_left != 0 {
+        return Err(r.corrupt(r.pos, "unexpected extra HashMap block data"));
+    }
+    for _ in 0..mappings {
+        let key_at = r.pos;
+        let key = r.byte_array_or_null()?;
+        let value = r.byte_array_or_null()?;
+        match key {
+            Some(k) => entries.push((k, value)),
+            None => return Err(r.corrupt(key_at, "an entry has a null key")),
+        }
+    }
+    r.expect(TC_ENDBLOCKDATA, "TC_ENDBLOCKDATA after the last entry")?;
+    Ok(())
+}
+
+/// (threshold, buckets) Java writes for a `HashMap` filled by `put` with `n` mappings.
+fn header_values(n: usize) -> (u32, u32) {
+    if n == 0 {
+        return (0, 16);
+    }
+    let mut cap: u64 = 16;
+    while (n as u64) * 4 > cap * 3 {
+        cap *= 2;
+    }
+    let cap = cap.min(1 << 30) as u32;
+    (cap / 4 * 3, cap)
+}
+
+/// Encodes entries as `ObjectOutputStream.writeObject(HashMap<byte[],byte[]>)` does, in the given
+/// order.
+pub fn encode(entries: &[Entry]) -> Vec<u8> {
+    let payload: usize = entries
+        .iter()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 20)
+        .sum();
+    let mut out = Vec::with_capacity(100 + payload);
+    out.extend_from_slice(&STREAM_MAGIC.to_be_bytes());
+    out.extend_from_slice(&STREAM_VERSION.to_be_bytes());
+    out.push(TC_OBJECT);
+    out.push(TC_CLASSDESC);
+    write_utf(&mut out, HASHMAP_CLASS);
+    out.extend_from_slice(&HASHMAP_SUID.to_be_bytes());
+    out.push(SC_WRITE_METHOD | SC_SERIALIZABLE);
+    out.extend_from_slice(&2u16.to_be_bytes());
+    out.push(b'F');
+    write_utf(&mut out, "loadFactor");
+    out.push(b'I');
+    write_utf(&mut out, "threshold");
+    out.push(TC_ENDBLOCKDATA);
+    out.push(TC_NULL);
+    let (threshold, buckets) = header_values(entries.len());
+    out.extend_from_slice(&0.75f32.to_bits().to_be_bytes());
+    out.extend_from_slice(&threshold.to_be_bytes());
+    out.push(TC_BLOCKDATA);
+    out.push(8);
+    out.extend_from_slice(&buckets.to_be_bytes());
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    let mut wrote_desc = false;
+    let mut write_array = |out: &mut Vec<u8>, b: &[u8]| {
+        out.push(TC_ARRAY);
+        if wrote_desc {
+            out.push(TC_REFERENCE);
+            out.extend_from_slice(&(BASE_HANDLE + 2).to_be_bytes());
+        } else {
+            out.push(TC_CLASSDESC);
+            write_utf(out, BYTE_ARRAY_CLASS);
+            out.extend_from_slice(&BYTE_ARRAY_SUID.to_be_bytes());
+            out.push(SC_SERIALIZABLE);
+            out.extend_from_slice(&0u16.to_be_bytes());
+            out.push(TC_ENDBLOCKDATA);
+            out.push(TC_NULL);
+            wrote_desc = true;
+        }
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(b);
+    };
+    for (k, v) in entries {
+        write_array(&mut out, k);
+        match v {
+            Some(v) => write_array(&mut out, v),
+            None => out.push(TC_NULL),
+        }
+    }
+    out.push(TC_ENDBLOCKDATA);
+    out
+}
+
+fn write_utf(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Errors of the offsets file on disk. Messages name the file and, for a damaged file, the way out.
+#[derive(Debug)]
+pub enum OffsetsError {
+    /// The file exists but could not be read (permissions, I/O error).
+    Unreadable { path: PathBuf, source: io::Error },
+    /// The file is empty, truncated or not an offsets file.
+    Invalid {
+        path: PathBuf,
+        source: OffsetFileError,
+    },
+    /// The directory that should hold the file does not exist.
+    MissingDirectory { path: PathBuf, dir: PathBuf },
+    /// Writing the temp file, syncing or renaming failed.
+    Write { path: PathBuf, source: io::Error },
+}
+
+impl fmt::Display for OffsetsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OffsetsError::Unreadable { path, source } => {
+                write!(f, "cannot read offsets file {}: {source}", path.display())
+            }
+            OffsetsError::Invalid { path, source } => write!(
+                f,
+                "offsets file {p} is damaged ({source}); refusing to start, because without it every \
+                 partition would restart from IotHub.StartTime / IotHub.Offsets and replay events. \
+                 Inspect it with `iotconnect offsets show {p}` (prints the entries still readable), \
+                 restore a good copy, or delete the file to start from IotHub.StartTime / IotHub.Offsets",
+                p = path.display()
+            ),
+            OffsetsError::MissingDirectory { path, dir } => write!(
+                f,
+                "cannot write offsets file {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            ),
+            OffsetsError::Write { path, source } => {
+                write!(f, "cannot write offsets file {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for OffsetsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OffsetsError::Unreadable { source, .. } | OffsetsError::Write { source, .. } => {
+                Some(source)
+            }
+            OffsetsError::Invalid { source, .. } => Some(source),
+            OffsetsError::MissingDirectory { .. } => None,
+        }
+    }
+}
+
+/// Reads the offsets file. A missing file is empty offsets; an empty, truncated or corrupt file is
+/// [`OffsetsError::Invalid`] (never silently empty, unlike Java).
+pub fn load(path: &Path) -> Result<Vec<Entry>, OffsetsError> {
+    match fs::read(path) {
+        Ok(bytes) => decode(&bytes).map_err(|source| OffsetsError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(OffsetsError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The temp file [`save_atomic`] writes before renaming: `<file>.tmp` in the same directory.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes the file atomically: `<file>.tmp` in the same directory (with the old file's
+/// permissions), fsync, rename over `<file>`, fsync the directory.
+pub fn save_atomic(path: &Path, entries: &[Entry]) -> Result<(), OffsetsError> {
+    // A symlinked offsets file is replaced at its target (Java writes through the link too).
+    let resolved;
+    let path = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = fs::canonicalize(path).map_err(|source| OffsetsError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(OffsetsError::MissingDirectory {
+            path: path.to_path_buf(),
+            dir,
+        });
+    }
+    let werr = |source: io::Error| OffsetsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = temp_path(path);
+    let bytes = encode(entries);
+    let result = (|| -> io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        if let Ok(meta) = fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(werr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let clean: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+        (0..clean.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// kafka-connect.md §4.4 "Tiny", 139 bytes written by the JDK.
+    const TINY: &str =
+        "aced 0005 7372 0011 6a61 7661 2e75 7469 6c2e 4861 7368 4d61 7005 07da c1c3 1660
+        d103 0002 4600 0a6c 6f61 6446 6163 746f 7249 0009 7468 7265 7368 6f6c 6478 703f
+        4000 0000 0000 0c77 0800 0000 1000 0000 0175 7200 025b 42ac f317 f806 0854 e002
+        0000 7870 0000 000f 5b22 6322 2c7b 2270 223a 2230 227d 5d75 7100 7e00 0200 0000
+        097b 226f 223a 2231 227d 78";
+
+    const PREFIX: &str =
+        "ACED0005 7372 0011 6A6176612E7574696C2E486173684D6170 0507DAC1C31660D1 03 0002
+        46 000A 6C6F6164466163746F72 49 0009 7468726573686F6C64 78 70";
+
+    fn iothub_bytes() -> Vec<u8> {
+        let mut b = hex(&TINY[..TINY.find("0000 7870").unwrap()]);
+        b.truncate(0x50);
+        b.extend(hex("0175 7200 025b 42ac f317 f806 0854 e002
+             0000 7870 0000 0055 5b22 417a 7572 6549
+             6f74 4875 6243 6f6e 6e65 6374 6f72 222c
+             7b22 4576 656e 7448 7562 4e61 6d65 223a
+             2269 6f74 6875 622d 6568 7562 2d6d 7968
+             7562 222c 2245 7665 6e74 4875 6250 6172
+             7469 7469 6f6e 223a 2230 227d 5d75 7100
+             7e00 0200 0000 1f7b 2245 7665 6e74 4875
+             624f 6666 7365 7422 3a22 3835 3839 3933
+             3435 3932 227d 78"));
+        b
+    }
+
+    #[test]
+    fn fixed_prefix_is_63_bytes() {
+        assert_eq!(hex(PREFIX).len(), 63);
+        assert_eq!(&encode(&[])[..63], &hex(PREFIX)[..]);
+    }
+
+    #[test]
+    fn golden_tiny() {
+        let want = hex(TINY);
+        assert_eq!(want.len(), 139);
+        let entries = vec![(
+            br#"["c",{"p":"0"}]"#.to_vec(),
+            Some(br#"{"o":"1"}"#.to_vec()),
+        )];
+        assert_eq!(encode(&entries), want);
+        assert_eq!(decode(&want).unwrap(), entries);
+    }
+
+    #[test]
+    fn golden_empty() {
+        let mut want = hex(PREFIX);
+        want.extend(hex("3F400000 00000000 7708 00000010 00000000 78"));
+        assert_eq!(want.len(), 82);
+        assert_eq!(encode(&[]), want);
+        assert_eq!(decode(&want).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn golden_iothub() {
+        let want = iothub_bytes();
+        assert_eq!(want.len(), 231);
+        let key = br#"["AzureIotHubConnector",{"EventHubName":"iothub-ehub-myhub","EventHubPartition":"0"}]"#;
+        assert_eq!(key.len(), 85);
+        let entries = vec![(
+            key.to_vec(),
+            Some(br#"{"EventHubOffset":"8589934592"}"#.to_vec()),
+        )];
+        assert_eq!(encode(&entries), want);
+        assert_eq!(decode(&want).unwrap(), entries);
+    }
+
+    #[test]
+    fn golden_tombstone() {
+        let entries = vec![
+            (
+                br#"["c",{"p":"0"}]"#.to_vec(),
+                Some(br#"{"o":"1"}"#.to_vec()),
+            ),
+            (br#"["c",{"p":"1"}]"#.to_vec(), None),
+        ];
+        let bytes = encode(&entries);
+        let mut tail = hex("75 71 00 7E 00 02 00 00 00 0F");
+        tail.extend_from_slice(br#"["c",{"p":"1"}]"#);
+        tail.extend(hex("70 78"));
+        assert!(bytes.ends_with(&tail));
+        assert_eq!(decode(&bytes).unwrap(), entries);
+    }
+
+    #[test]
+    fn header_values_follow_the_table() {
+        for (n, t, c) in [
+            (0, 0, 16),
+            (1, 12, 16),
+            (12, 12, 16),
+            (13, 24, 32),
+            (24, 24, 32),
+            (25, 48, 64),
+            (48, 48, 64),
+            (49, 96, 128),
+            (96, 96, 128),
+            (100, 192, 256),
+        ] {
+            assert_eq!(header_values(n), (t, c), "{n} mappings");
+        }
+        let entries: Vec<Entry> = (0..13).map(|i| (vec![i], Some(vec![i]))).collect();
+        let b = encode(&entries);
+        assert_eq!(&b[0x43..0x47], &24u32.to_be_bytes());
+        assert_eq!(&b[0x49..0x4D], &32u32.to_be_bytes());
+        assert_eq!(decode(&b).unwrap(), entries);
+    }
+
+    #[test]
+    fn trailing_bytes_ignored_and_general_references_resolved() {
+        let mut b = hex(TINY);
+        b.extend_from_slice(b"garbage");
+        assert_eq!(decode(&b).unwrap().len(), 1);
+
+        // Two mappings whose second value is a back-reference to the first value array
+        // (handle 0x7E0004: desc, map, [B desc, key1, value1 = 0x7E0004).
+        let mut b = hex(PREFIX);
+        b.extend(hex("3F400000 0000000C 7708 00000010 00000002"));
+        b.extend(hex(
+            "75 72 0002 5B42 ACF317F8060854E0 02 0000 78 70 00000001 41",
+        ));
+        b.extend(hex("75 71 007E0002 00000001 56"));
+        b.extend(hex("75 71 007E0002 00000001 42"));
+        b.extend(hex("71 007E0004"));
+        b.push(0x78);
+        assert_eq!(
+            decode(&b).unwrap(),
+            vec![
+                (b"A".to_vec(), Some(b"V".to_vec())),
+                (b"B".to_vec(), Some(b"V".to_vec()))
+            ]
+        );
+    }
+
+    #[test]
+    fn split_block_data_is_joined() {
+        let mut b = hex(PREFIX);
+        b.extend(hex("3F400000 00000000 7704 00000010 7704 00000000 78"));
+        assert_eq!(decode(&b).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let full = iothub_bytes();
+        for n in 0..full.len() {
+            let err = decode(&full[..n]).unwrap_err();
+            match (n, &err) {
+                (0, OffsetFileError::Empty) => {}
+                (_, OffsetFileError::Truncated { .. }) => {}
+                _ => panic!("prefix of {n} bytes gave {err:?}"),
+            }
+        }
+        let (salvaged, _) = decode_salvage(&full[..full.len() - 1]).unwrap_err();
+        assert_eq!(salvaged.len(), 1, "the complete entry is salvaged");
+    }
+
+    #[test]
+    fn corrupt_inputs_are_rejected_with_reasons() {
+        let err = decode(b"EventHubOffset=1\n").unwrap_err().to_string();
+        assert!(err.contains("invalid stream header"), "{err}");
+        let mut other_class = hex(TINY);
+        other_class[0x08..0x19].copy_from_slice(b"java.util.TreeMap");
+        let err = decode(&other_class).unwrap_err().to_string();
+        assert!(err.contains("java.util.TreeMap"), "{err}");
+        let mut bad_suid = hex(TINY);
+        bad_suid[0x19] ^= 1;
+        assert!(decode(&bad_suid)
+            .unwrap_err()
+            .to_string()
+            .contains("serialVersionUID"));
+        let mut string_value = hex(TINY);
+        string_value[0x77] = TC_STRING;
+        assert!(decode(&string_value)
+            .unwrap_err()
+            .to_string()
+            .contains("String"));
+        let mut null_key = hex(PREFIX);
+        null_key.extend(hex("3F400000 0000000C 7708 00000010 00000001 70 70 78"));
+        assert!(decode(&null_key)
+            .unwrap_err()
+            .to_string()
+            .contains("null key"));
+        let mut zero_lf = hex(TINY);
+        zero_lf[0x3F] = 0;
+        zero_lf[0x40] = 0;
+        assert!(decode(&zero_lf)
+            .unwrap_err()
+            .to_string()
+            .contains("load factor"));
+        let mut negative = hex(TINY);
+        negative[0x4D..0x51].copy_from_slice(&(-1i32).to_be_bytes());
+        assert!(decode(&negative)
+            .unwrap_err()
+            .to_string()
+            .contains("mappings"));
+        let mut no_end = hex(TINY);
+        *no_end.last_mut().unwrap() = 0x79;
+        assert!(decode(&no_end)
+            .unwrap_err()
+            .to_string()
+            .contains("TC_ENDBLOCKDATA"));
+    }
+
+    #[test]
+    fn load_and_save_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("connect.offsets");
+        assert_eq!(load(&path).unwrap(), vec![], "missing file = no offsets");
+
+        let entries = vec![(b"k".to_vec(), Some(b"v".to_vec())), (b"t".to_vec(), None)];
+        save_atomic(&path, &entries).unwrap();
+        assert_eq!(load(&path).unwrap(), entries);
+        assert!(!temp_path(&path).exists());
+        assert_eq!(fs::read(&path).unwrap(), encode(&entries));
+
+        fs::write(&path, b"").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("iotconnect offsets show"), "{err}");
+        assert!(err.contains("delete the file"), "{err}");
+        assert!(err.contains("empty"), "{err}");
+
+        let full = encode(&entries);
+        fs::write(&path, &full[..full.len() - 3]).unwrap();
+        assert!(matches!(load(&path), Err(OffsetsError::Invalid { .. })));
+
+        let missing = dir.path().join("nope").join("connect.offsets");
+        let err = save_atomic(&missing, &entries).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(
+            err.contains(&dir.path().join("nope").display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn save_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.offsets");
+        let link = dir.path().join("link.offsets");
+        save_atomic(&target, &[]).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let entries = vec![(b"k".to_vec(), Some(b"v".to_vec()))];
+        save_atomic(&link, &entries).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(load(&target).unwrap(), entries);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn save_keeps_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o");
+        save_atomic(&path, &[]).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        save_atomic(&path, &[(b"k".to_vec(), None)]).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
