@@ -40,7 +40,8 @@ enum Command {
     /// Check the worker and connector files offline and print the effective configuration.
     Validate(Files),
     // EMULATOR-SUBCOMMAND
-    // OFFSETS-SUBCOMMAND
+    /// Read or edit the source offsets file (offset.storage.file.filename).
+    Offsets(iotconnect::offsets::OffsetsArgs),
 }
 
 #[derive(Args)]
@@ -49,20 +50,6 @@ struct Files {
     worker: PathBuf,
     /// Connector files (connect-iothub-source.properties, connect-iothub-sink.properties).
     connectors: Vec<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum OffsetsCommand {
-    /// Print one JSON line per entry: {"key":…,"value":…}.
-    Show { file: PathBuf },
-    /// Remove a connector's entries (all, or one hub partition's).
-    Reset {
-        file: PathBuf,
-        #[arg(long)]
-        connector: String,
-        #[arg(long)]
-        partition: Option<String>,
-    },
 }
 
 fn main() -> ExitCode {
@@ -79,7 +66,16 @@ fn main() -> ExitCode {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
         Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
         // EMULATOR-DISPATCH
-        // OFFSETS-DISPATCH
+        Command::Offsets(args) => {
+            let mut out = std::io::stdout().lock();
+            match iotconnect::offsets::cli::run(&args, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

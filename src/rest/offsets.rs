@@ -12,9 +12,25 @@ pub async fn source_offsets(
     worker: &Worker,
     connector: &ConnectorConfig,
 ) -> anyhow::Result<Vec<Value>> {
-    // MERGE: read worker.config.offset_file with the offsets module once it lands.
-    let _ = (worker, connector);
-    anyhow::bail!("source offsets are not readable in this build yet")
+    let path = worker.config.offset_file.clone();
+    let name = connector.name.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Value>> {
+        let entries = match crate::offsets::file::load(&path) {
+            Ok(e) => e,
+            Err(e) => anyhow::bail!("{e}"),
+        };
+        Ok(entries
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key: Value = serde_json::from_slice(&k).ok()?;
+                let arr = key.as_array()?;
+                (arr.len() == 2 && arr[0].as_str() == Some(name.as_str())).then_some(())?;
+                let value = v.and_then(|v| serde_json::from_slice::<Value>(&v).ok())?;
+                Some(json!({"partition": arr[1], "offset": value}))
+            })
+            .collect())
+    })
+    .await?
 }
 
 pub async fn sink_offsets(
