@@ -39,7 +39,8 @@ enum Command {
     Standalone(Files),
     /// Check the worker and connector files offline and print the effective configuration.
     Validate(Files),
-    // EMULATOR-SUBCOMMAND
+    /// Run the loopback IoT Hub emulator.
+    Emulator(iotconnect::emulator::EmulatorArgs),
     /// Read or edit the source offsets file (offset.storage.file.filename).
     Offsets(iotconnect::offsets::OffsetsArgs),
 }
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
         Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
-        // EMULATOR-DISPATCH
+        Command::Emulator(args) => runtime_exit(iotconnect::emulator::run_cli(args)),
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();
             match iotconnect::offsets::cli::run(&args, &mut out) {
@@ -79,7 +80,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[allow(dead_code)] // used by the emulator subcommand once wired
 fn runtime_exit<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(f) {
