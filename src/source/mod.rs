@@ -1,16 +1,180 @@
-//! IoT Hub source connector and task.
+//! IoT Hub source connector and task (toketi's `IotHubSourceConnector` / `IotHubSourceTask`).
+//!
+//! * [`plan_tasks`]: asks the hub for its partitions (`$management`), splits them round-robin over
+//!   `tasks.max` tasks and builds each task's body.
+//! * [`task`]: the running task (one concurrent receive → produce → acknowledge pipeline per partition).
+//! * [`record`]: the Kafka record of one event (toketi's Struct through the configured converters, or
+//!   the raw format).
+//! * [`position`]: start positions and the partition split.
+
+pub mod metrics;
+pub mod position;
+pub mod record;
+pub mod task;
 
 use crate::config::{ConnectorConfig, WorkerConfig};
 use crate::worker::runtime::TaskPlan;
+use crate::worker::task::TaskBody;
+use anyhow::Context;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Attempts to read the partition list at start before the connector fails.
+pub const DISCOVERY_ATTEMPTS: u32 = 5;
+/// Longest single discovery attempt.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Discovers partitions and splits them over `tasks.max` tasks.
 pub async fn plan_tasks(
-    _worker: Arc<WorkerConfig>,
+    worker: Arc<WorkerConfig>,
     connector: Arc<ConnectorConfig>,
 ) -> anyhow::Result<TaskPlan> {
+    let source = connector.source.clone().with_context(|| {
+        format!(
+            "connector {} has no IoT Hub source settings",
+            connector.name
+        )
+    })?;
+    info!("Starting IotHubSourceConnector");
+    let records = record::RecordBuilder::new(&worker, &connector)
+        .with_context(|| format!("connector {}", connector.name))?;
+    let offsets = crate::worker::offsets::open(&worker.offset_file)?;
+    let partitions = discover_partitions(&connector.name, &source).await?;
+    if let Some(n) = source.partitions {
+        if n as usize != partitions.len() {
+            warn!(
+                "IotHub.Partitions={n} but event hub {} has {} partitions ({}): reading all {} (the setting is no longer needed)",
+                source.connection.event_hub_name,
+                partitions.len(),
+                partitions.join(","),
+                partitions.len()
+            );
+        }
+    }
+    let shared = Arc::new(task::SourceShared {
+        connector: connector.clone(),
+        source: source.clone(),
+        records: Arc::new(records),
+        offsets,
+    });
+    let mut plan: TaskPlan = Vec::new();
+    for assigned in position::assign(&partitions, &source.offsets, connector.tasks_max) {
+        let config = task_config(&connector, &source, partitions.len(), &assigned);
+        let shared = shared.clone();
+        let body: TaskBody = Arc::new(move |ctx| {
+            let shared = shared.clone();
+            let assigned = assigned.clone();
+            Box::pin(task::run(ctx, shared, assigned))
+        });
+        plan.push((config, body));
+    }
+    Ok(plan)
+}
+
+/// Reads the partition ids through `$management`, retrying a few times with capped backoff.
+pub async fn discover_partitions(
+    connector: &str,
+    source: &crate::config::SourceConfig,
+) -> anyhow::Result<Vec<String>> {
+    let mut wait = Duration::from_millis(500);
+    let mut last = String::new();
+    for attempt in 1..=DISCOVERY_ATTEMPTS {
+        let r = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
+            let client = task::open_client(source).await?;
+            let props = client.get_eventhub_properties().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
+            props
+        })
+        .await;
+        match r {
+            Ok(Ok(p)) if !p.partition_ids.is_empty() => {
+                let mut ids = p.partition_ids;
+                position::sort_partition_ids(&mut ids);
+                info!(
+                    "Event hub {} has {} partitions: {}",
+                    source.connection.event_hub_name,
+                    ids.len(),
+                    ids.join(",")
+                );
+                return Ok(ids);
+            }
+            Ok(Ok(_)) => last = "the hub reported no partitions".into(),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no answer within {} s", DISCOVERY_TIMEOUT.as_secs()),
+        }
+        if attempt < DISCOVERY_ATTEMPTS {
+            warn!(
+                "Cannot read the partitions of event hub {} (attempt {attempt}/{DISCOVERY_ATTEMPTS}): {last}; retrying in {} ms",
+                source.connection.event_hub_name,
+                wait.as_millis()
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(8));
+        }
+    }
     anyhow::bail!(
-        "connector {}: the IoT Hub source task is not part of this build yet",
-        connector.name
+        "Could not start IotHubSourceConnector {connector}: cannot read the partitions of event hub {} at {}{} (consumer group {}) after {DISCOVERY_ATTEMPTS} attempts: {last}. \
+         Check IotHub.EventHubCompatibleEndpoint/Name and the access key (or IotHub.ConnectionString), and that the endpoint is reachable",
+        source.connection.event_hub_name,
+        source.connection.endpoint,
+        source
+            .custom_endpoint
+            .as_ref()
+            .map(|e| format!(" via {e}"))
+            .unwrap_or_default(),
+        source.consumer_group
     )
+}
+
+/// The task configuration as toketi's `taskConfigs` shows it (§2.4), secrets masked.
+fn task_config(
+    connector: &ConnectorConfig,
+    source: &crate::config::SourceConfig,
+    partitions: usize,
+    assigned: &[(String, String)],
+) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        "task.class".to_string(),
+        "com.microsoft.azure.iot.kafka.connect.source.IotHubSourceTask".to_string(),
+    );
+    m.insert(
+        "IotHub.EventHubCompatibleConnectionString".into(),
+        crate::config::secret::HIDDEN.into(),
+    );
+    m.insert(
+        "IotHub.EventHubCompatibleName".into(),
+        source.connection.event_hub_name.clone(),
+    );
+    m.insert("IotHub.ConsumerGroup".into(), source.consumer_group.clone());
+    m.insert("IotHub.Partitions".into(), partitions.to_string());
+    m.insert("IotHub.Offsets".into(), source.offsets.join(","));
+    m.insert(
+        "IotHub.StartTime".into(),
+        source
+            .start_time
+            .map(position::instant_string)
+            .unwrap_or_default(),
+    );
+    m.insert("BatchSize".into(), source.batch_size.to_string());
+    m.insert(
+        "ReceiveTimeout".into(),
+        source.receive_timeout.as_secs().to_string(),
+    );
+    m.insert("Kafka.Topic".into(), source.topic.clone());
+    if let Some(e) = &source.custom_endpoint {
+        m.insert("IotHub.CustomEndpoint".into(), e.clone());
+    }
+    let tp: serde_json::Map<String, serde_json::Value> = assigned
+        .iter()
+        .map(|(p, o)| (p.clone(), serde_json::Value::String(o.clone())))
+        .collect();
+    m.insert(
+        "TaskPartitions".into(),
+        serde_json::Value::Object(tp).to_string(),
+    );
+    let _ = connector;
+    m
 }

@@ -2,6 +2,8 @@
 
 pub mod kafka;
 pub mod logging;
+// [source] the worker's offset store actor (src/worker/offsets.rs)
+pub mod offsets;
 pub mod runtime;
 pub mod signals;
 pub mod standalone;

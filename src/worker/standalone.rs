@@ -89,6 +89,16 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>) -> ExitCode {
         }
     };
     info!("Kafka Connect starting");
+    // [source] Load the offsets file before any connector exists (Connect's FileOffsetBackingStore
+    // start): a corrupt or truncated file stops the worker with exit 3 instead of replaying silently.
+    let _offsets = match super::offsets::open(&loaded.worker.offset_file) {
+        Ok(h) => h,
+        Err(e) => {
+            error!("{e:#}");
+            error!("Stopping after connector error");
+            return ExitCode::from(EXIT_CONNECTOR);
+        }
+    };
     let runtime = match super::runtime::Worker::start(loaded, cluster_id).await {
         Ok(w) => w,
         Err(e) => {
