@@ -39,8 +39,10 @@ enum Command {
     Standalone(Files),
     /// Check the worker and connector files offline and print the effective configuration.
     Validate(Files),
-    // EMULATOR-SUBCOMMAND
-    // OFFSETS-SUBCOMMAND
+    /// Run the loopback IoT Hub emulator.
+    Emulator(iotconnect::emulator::EmulatorArgs),
+    /// Read or edit the source offsets file (offset.storage.file.filename).
+    Offsets(iotconnect::offsets::OffsetsArgs),
 }
 
 #[derive(Args)]
@@ -49,20 +51,6 @@ struct Files {
     worker: PathBuf,
     /// Connector files (connect-iothub-source.properties, connect-iothub-sink.properties).
     connectors: Vec<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum OffsetsCommand {
-    /// Print one JSON line per entry: {"key":…,"value":…}.
-    Show { file: PathBuf },
-    /// Remove a connector's entries (all, or one hub partition's).
-    Reset {
-        file: PathBuf,
-        #[arg(long)]
-        connector: String,
-        #[arg(long)]
-        partition: Option<String>,
-    },
 }
 
 fn main() -> ExitCode {
@@ -78,12 +66,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
         Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
-        // EMULATOR-DISPATCH
-        // OFFSETS-DISPATCH
+        Command::Emulator(args) => runtime_exit(iotconnect::emulator::run_cli(args)),
+        Command::Offsets(args) => {
+            let mut out = std::io::stdout().lock();
+            match iotconnect::offsets::cli::run(&args, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 
-#[allow(dead_code)] // used by the emulator subcommand once wired
 fn runtime_exit<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(f) {

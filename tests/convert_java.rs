@@ -187,7 +187,11 @@ fn date_and_instant_to_string_match_the_jdk() {
     for _ in 0..2000 {
         // Years 1900..2200, with and without milliseconds.
         let t = (g.next() % 9_466_848_000_000) as i64 - 2_208_988_800_000;
-        ms.push(if g.next().is_multiple_of(3) { t - t % 1000 } else { t });
+        ms.push(if g.next().is_multiple_of(3) {
+            t - t % 1000
+        } else {
+            t
+        });
     }
     let input: String = ms.iter().map(|m| format!("{m}\n")).collect();
     let out = jdk.run(&["dates"], &input);

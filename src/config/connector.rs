@@ -461,10 +461,8 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
     let consumer_group = r
         .non_empty("IotHub.ConsumerGroup")
         .unwrap_or_else(|| "$Default".into());
-    let partitions = match filled(r.string("IotHub.Partitions")) {
-        Some(_) => Some(r.int("IotHub.Partitions", 0, 1, 1024) as u32),
-        None => None,
-    };
+    let partitions = filled(r.string("IotHub.Partitions"))
+        .map(|_| r.int("IotHub.Partitions", 0, 1, 1024) as u32);
     let start_time = match filled(r.string("IotHub.StartTime")) {
         None => None,
         Some(v) => {

@@ -12,7 +12,7 @@ pub mod reader;
 pub mod secret;
 pub mod worker;
 
-pub use connector::{ConnectorConfig, ConnectorKind, SinkConfig, SourceConfig};
+pub use connector::{ConnectorConfig, ConnectorKind, SinkConfig, SourceConfig, Topics};
 pub use problem::{Problem, Problems};
 pub use providers::Providers;
 pub use reader::Reader;

@@ -119,10 +119,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn optional_int(&mut self, key: &str, min: i64, max: i64) -> Option<i64> {
-        match self.non_empty(key) {
-            None => None,
-            Some(_) => Some(self.int(key, 0, min, max)),
-        }
+        self.non_empty(key).map(|_| self.int(key, 0, min, max))
     }
 
     pub fn millis(&mut self, key: &str, default_ms: i64) -> Duration {

@@ -3,12 +3,13 @@
 //! and `org.apache.kafka.connect.converters.ByteArrayConverter`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 
 use super::java;
 use super::json;
+use super::record;
 use super::schema::{
     Schema, Type, DATE_LOGICAL_NAME, DECIMAL_LOGICAL_NAME, DECIMAL_SCALE_PARAMETER,
     TIMESTAMP_LOGICAL_NAME, TIME_LOGICAL_NAME,
@@ -172,7 +173,7 @@ impl Converter {
                 if *schemas_enable {
                     out.extend_from_slice(b"{\"schema\":");
                     match schema {
-                        Some(s) => w.write_schema(&mut out, s)?,
+                        Some(s) => w.write_schema_cached(&mut out, s)?,
                         None => json::write_null(&mut out),
                     }
                     out.extend_from_slice(b",\"payload\":");
@@ -288,6 +289,25 @@ struct JsonWriter {
 }
 
 impl JsonWriter {
+    /// Like Java's schema cache: the toketi value schema (the one on every source record) is
+    /// rendered once; any other schema is rendered each time.
+    fn write_schema_cached(&self, out: &mut Vec<u8>, s: &Schema) -> Result<(), ConvertError> {
+        static IOTHUB_SCHEMA_JSON: OnceLock<(Arc<Schema>, Vec<u8>)> = OnceLock::new();
+        let (cached_schema, cached_json) = IOTHUB_SCHEMA_JSON.get_or_init(|| {
+            let schema = record::iothub_value_schema();
+            let mut json = Vec::new();
+            self.write_schema(&mut json, &schema)
+                .expect("the iothub schema renders");
+            (schema, json)
+        });
+        if std::ptr::eq(s, &**cached_schema) && s.default_value.is_none() {
+            out.extend_from_slice(cached_json);
+            Ok(())
+        } else {
+            self.write_schema(out, s)
+        }
+    }
+
     /// `JsonConverter.asJsonSchema`: `type`, then `items` | `keys`,`values` | `fields`, then
     /// `optional`, `name`, `version`, `doc`, `parameters`, `default` (each only when set).
     fn write_schema(&self, out: &mut Vec<u8>, s: &Schema) -> Result<(), ConvertError> {

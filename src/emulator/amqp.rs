@@ -40,6 +40,39 @@ pub(crate) fn amqp_error(condition: &str, description: impl Into<String>) -> def
     )
 }
 
+/// Advertises an internet-sized MSS on the listener. On loopback the kernel otherwise reports an
+/// MSS of 32768 or more, which Microsoft's Python AMQP client reads back and re-sets with
+/// `setsockopt(TCP_MAXSEG)`, which Linux refuses (EINVAL above 32767), failing the connection.
+pub(crate) fn limit_mss(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let mss: libc::c_int = 16_384;
+    // SAFETY: plain setsockopt on a socket we own, with a correctly sized int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            &mss as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_MAXSEG not set on the AMQP listener");
+    }
+}
+
+/// Properties put on Open, Begin and Attach. Besides naming the peer, they make fe2o3 write every
+/// field of those performatives: it omits trailing null fields (valid AMQP), but Microsoft's Python
+/// client indexes the last field of each (`properties`) unconditionally, as Azure always sends them.
+fn emulator_fields() -> definitions::Fields {
+    let mut f = definitions::Fields::new();
+    f.insert(
+        Symbol::from("com.microsoft:emulator"),
+        Value::String("iotconnect".into()),
+    );
+    f
+}
+
 /// Accepts connections until `shutdown` flips to true.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -87,6 +120,11 @@ where
     let acceptor = ConnectionAcceptor::builder()
         .container_id(format!("iotconnect-emulator-{}", hub.hub_name))
         .max_frame_size(65_536u32)
+        .channel_max(4_095u16)
+        // Azure sends idle-time-out; the Python client indexes that Open field unconditionally, so it
+        // must be on the wire (fe2o3 omits trailing null fields).
+        .idle_time_out(240_000u32)
+        .properties(emulator_fields())
         .sasl_acceptor(EmulatorSasl {
             verifier: hub.verifier.clone(),
             hub_name: hub.hub_name.clone(),
@@ -113,6 +151,8 @@ where
     let session_acceptor = SessionAcceptor::builder()
         .incoming_window(100_000u32)
         .outgoing_window(100_000u32)
+        .handle_max(65_535u32)
+        .properties(emulator_fields())
         .build();
     loop {
         tokio::select! {
@@ -142,16 +182,12 @@ where
         .fetch_sub(1, Ordering::Relaxed);
 }
 
+type ReplyQueue = mpsc::UnboundedSender<Message<AmqpValue<Value>>>;
+
 /// Reply links of one session: node (`$cbs`/`$management`) → (target address, queue).
 #[derive(Default)]
 struct ReplyLinks {
-    links: Mutex<
-        Vec<(
-            String,
-            String,
-            mpsc::UnboundedSender<Message<AmqpValue<Value>>>,
-        )>,
-    >,
+    links: Mutex<Vec<(String, String, ReplyQueue)>>,
     added: Notify,
 }
 
@@ -226,10 +262,7 @@ fn partition_address(path: &str) -> Option<(&str, &str, &str)> {
 
 /// Accepts a link and at once detaches it with `error`: how Azure refuses an attach.
 async fn refuse(
-    links: &LinkAcceptor<
-        fn(fe2o3_amqp::types::messaging::Source) -> Option<fe2o3_amqp::types::messaging::Source>,
-        fn(fe2o3_amqp::types::messaging::Target) -> Option<fe2o3_amqp::types::messaging::Target>,
-    >,
+    links: &Links,
     attach: fe2o3_amqp::types::performatives::Attach,
     session: &mut ListenerSessionHandle,
     error: definitions::Error,
@@ -272,7 +305,9 @@ fn server_busy() -> definitions::Error {
 }
 
 async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth: SharedConnAuth) {
-    let links: Links = LinkAcceptor::new();
+    let links: Links = LinkAcceptor::builder()
+        .properties(emulator_fields())
+        .build();
     let replies = Arc::new(ReplyLinks::default());
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(attach) = session.next_incoming_attach().await {
@@ -570,10 +605,12 @@ async fn request_loop(
         };
         let props = msg.properties.as_ref();
         let reply_to = props.and_then(|p| p.reply_to.clone());
-        let mut reply_props = Properties::default();
-        reply_props.correlation_id = props.and_then(|p| p.message_id.clone());
-        reply_props.message_id = Some(MessageId::String(uuid::Uuid::new_v4().to_string()));
-        reply_props.to = reply_to.clone();
+        let reply_props = Properties {
+            correlation_id: props.and_then(|p| p.message_id.clone()),
+            message_id: Some(MessageId::String(uuid::Uuid::new_v4().to_string())),
+            to: reply_to.clone(),
+            ..Default::default()
+        };
         let reply = Message::builder()
             .properties(reply_props)
             .application_properties(
@@ -877,11 +914,13 @@ pub(crate) fn event_message(ev: &Event) -> Message<Data> {
         );
     let mut builder = Message::builder().message_annotations(ann.build());
     if let Some(p) = &ev.props {
-        let mut props = Properties::default();
-        props.message_id = p.message_id.clone().map(MessageId::String);
-        props.correlation_id = p.correlation_id.clone().map(MessageId::String);
-        props.content_type = p.content_type.clone().map(Symbol::from);
-        props.content_encoding = p.content_encoding.clone().map(Symbol::from);
+        let props = Properties {
+            message_id: p.message_id.clone().map(MessageId::String),
+            correlation_id: p.correlation_id.clone().map(MessageId::String),
+            content_type: p.content_type.clone().map(Symbol::from),
+            content_encoding: p.content_encoding.clone().map(Symbol::from),
+            ..Default::default()
+        };
         if props != Properties::default() {
             builder = builder.properties(props);
         }
@@ -1095,13 +1134,15 @@ async fn feedback_loop(mut tx: Sender, hub: Arc<Hub>) {
             Ok(b) => b,
             Err(_) => continue,
         };
-        let mut props = Properties::default();
-        props.message_id = Some(MessageId::String(uuid::Uuid::new_v4().to_string()));
-        props.content_type = Some(Symbol::from(
-            "application/vnd.microsoft.iothub.feedback.json",
-        ));
-        props.content_encoding = Some(Symbol::from("utf-8"));
-        props.to = Some("/messages/servicebound/feedback".to_string());
+        let props = Properties {
+            message_id: Some(MessageId::String(uuid::Uuid::new_v4().to_string())),
+            content_type: Some(Symbol::from(
+                "application/vnd.microsoft.iothub.feedback.json",
+            )),
+            content_encoding: Some(Symbol::from("utf-8")),
+            to: Some("/messages/servicebound/feedback".to_string()),
+            ..Default::default()
+        };
         let msg = Message::builder()
             .properties(props)
             .data(Binary::from(body))

@@ -89,7 +89,7 @@ impl Verifier {
         )
         .map_err(|e| e.to_string())?;
         let (host, _) = split_resource(&parsed.resource);
-        if !self.iothub_hosts.iter().any(|h| *h == host) {
+        if !self.iothub_hosts.contains(&host) {
             return Err(format!(
                 "the token audience '{}' is not this hub (expected one of {:?})",
                 parsed.resource, self.iothub_hosts

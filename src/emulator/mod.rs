@@ -281,6 +281,7 @@ impl Emulator {
         let http = tokio::net::TcpListener::bind(opts.http_listen)
             .await
             .with_context(|| format!("cannot listen on {} (HTTP)", opts.http_listen))?;
+        amqp::limit_mss(&amqp);
         let amqp_addr = amqp.local_addr()?;
         let http_addr = http.local_addr()?;
         let host = amqp_addr.to_string();

@@ -566,6 +566,18 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// Writes the file atomically: `<file>.tmp` in the same directory (with the old file's
 /// permissions), fsync, rename over `<file>`, fsync the directory.
 pub fn save_atomic(path: &Path, entries: &[Entry]) -> Result<(), OffsetsError> {
+    // A symlinked offsets file is replaced at its target (Java writes through the link too).
+    let resolved;
+    let path = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = fs::canonicalize(path).map_err(|source| OffsetsError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
     let dir = parent_dir(path);
     if !dir.is_dir() {
         return Err(OffsetsError::MissingDirectory {
@@ -843,6 +855,23 @@ mod tests {
             err.contains(&dir.path().join("nope").display().to_string()),
             "{err}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn save_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.offsets");
+        let link = dir.path().join("link.offsets");
+        save_atomic(&target, &[]).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let entries = vec![(b"k".to_vec(), Some(b"v".to_vec()))];
+        save_atomic(&link, &entries).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(load(&target).unwrap(), entries);
     }
 
     #[cfg(unix)]

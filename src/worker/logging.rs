@@ -45,6 +45,7 @@ pub fn init(format: LogFormat) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    .with_ansi(false)
                     .event_format(ConnectLayout),
             )
             .try_init(),

@@ -7,5 +7,6 @@ pub mod offsets;
 pub mod runtime;
 pub mod signals;
 pub mod standalone;
+pub mod systemd;
 pub mod task;
 pub mod validate;

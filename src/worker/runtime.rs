@@ -30,6 +30,53 @@ impl ConnectorRuntime {
             task.set_target(t);
         }
     }
+
+    /// `PUT /connectors/{name}/pause`: tasks stop taking new data and keep their links.
+    pub fn pause(&self) {
+        if self.target() != TargetState::Stopped {
+            info!("Pausing connector {}", self.name());
+            self.set_target(TargetState::Paused);
+        }
+    }
+
+    /// `PUT /connectors/{name}/resume`: also starts the tasks of a stopped connector.
+    pub async fn resume(&self) {
+        let was = self.target();
+        self.set_target(TargetState::Started);
+        if was == TargetState::Stopped {
+            for t in &self.tasks {
+                t.start();
+            }
+        }
+        info!("Resuming connector {}", self.name());
+    }
+
+    /// `PUT /connectors/{name}/stop`: tasks shut down (committing what was delivered).
+    pub async fn stop(&self, timeout: std::time::Duration) {
+        info!("Stopping connector {}", self.name());
+        self.set_target(TargetState::Stopped);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stops: Vec<_> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                let t = t.clone();
+                tokio::spawn(async move { t.stop(deadline).await })
+            })
+            .collect();
+        for s in stops {
+            let _ = s.await;
+        }
+    }
+
+    /// The connector's own state as Connect reports it.
+    pub fn state_name(&self) -> &'static str {
+        match self.target() {
+            TargetState::Started => "RUNNING",
+            TargetState::Paused => "PAUSED",
+            TargetState::Stopped => "STOPPED",
+        }
+    }
 }
 
 /// The worker.

@@ -80,6 +80,14 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>) -> ExitCode {
         "Kafka Connect standalone worker initialization took {}ms",
         t0.elapsed().as_millis()
     );
+    let listeners = match crate::rest::bind(&loaded.worker).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e:#}");
+            error!("Stopping due to error");
+            return ExitCode::from(EXIT_INIT);
+        }
+    };
     info!("Kafka Connect starting");
     // [source] Load the offsets file before any connector exists (Connect's FileOffsetBackingStore
     // start): a corrupt or truncated file stops the worker with exit 3 instead of replaying silently.
@@ -99,8 +107,11 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONNECTOR);
         }
     };
+    crate::rest::serve(listeners, runtime.clone());
     info!("Kafka Connect started");
+    super::systemd::ready(runtime.clone());
     super::signals::wait_for_shutdown().await;
+    super::systemd::stopping();
     info!("Kafka Connect stopping");
     runtime.stop().await;
     info!("Kafka Connect stopped");

@@ -14,13 +14,13 @@ import java.time.Instant;
 import java.util.*;
 
 public class JavaCheck {
-    static byte[] unhex(String s) {
+    public static byte[] unhex(String s) {
         byte[] b = new byte[s.length() / 2];
         for (int i = 0; i < b.length; i++) b[i] = (byte) Integer.parseInt(s.substring(2 * i, 2 * i + 2), 16);
         return b;
     }
 
-    static String hex(byte[] b) {
+    public static String hex(byte[] b) {
         StringBuilder sb = new StringBuilder();
         for (byte x : b) sb.append(String.format("%02x", x & 0xff));
         return sb.toString();
@@ -36,7 +36,7 @@ public class JavaCheck {
                 HashMap<byte[], byte[]> raw = new HashMap<>();
                 while ((line = in.readLine()) != null) {
                     if (line.isEmpty()) continue;
-                    String[] kv = line.split(" ");
+                    String[] kv = line.split(" ", -1);
                     raw.put(unhex(kv[0]), kv[1].equals("-") ? null : unhex(kv[1]));
                 }
                 try (ObjectOutputStream os = new ObjectOutputStream(Files.newOutputStream(Paths.get(args[1])))) {

@@ -40,13 +40,73 @@ impl Jdk {
         Some(Jdk { classes })
     }
 
+    /// Compiles JavaCheck and JacksonCheck against Debian's Jackson jars
+    /// (`libjackson2-databind-java`); `None` with a notice when the JDK or the jars are missing.
+    pub fn compile_with_jackson() -> Option<Jdk> {
+        let jars: Vec<PathBuf> = [
+            "jackson-core.jar",
+            "jackson-databind.jar",
+            "jackson-annotations.jar",
+        ]
+        .iter()
+        .map(|j| PathBuf::from("/usr/share/java").join(j))
+        .collect();
+        if !jars.iter().all(|j| j.exists()) {
+            eprintln!("NOTICE: Jackson jars not found in /usr/share/java (apt-get install libjackson2-databind-java); skipping the Jackson cross-check");
+            return None;
+        }
+        let jdk = Jdk::compile()?;
+        let classpath = Self::classpath_of(&jdk, &jars);
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/JacksonCheck.java");
+        let out = Command::new("javac")
+            .arg("-cp")
+            .arg(&classpath)
+            .arg("-d")
+            .arg(jdk.classes.path())
+            .arg(&src)
+            .output()
+            .expect("run javac");
+        assert!(
+            out.status.success(),
+            "javac failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Jdk {
+            classes: jdk.classes,
+        })
+    }
+
+    fn classpath_of(jdk: &Jdk, jars: &[PathBuf]) -> String {
+        let mut parts = vec![jdk.classes.path().display().to_string()];
+        parts.extend(jars.iter().map(|j| j.display().to_string()));
+        parts.join(":")
+    }
+
     /// Runs `JavaCheck <args>` with `input` on stdin (JVM time zone UTC); returns stdout.
     pub fn run(&self, args: &[&str], input: &str) -> String {
+        self.run_class("JavaCheck", args, input)
+    }
+
+    /// Runs `JacksonCheck <args>` (needs [`Jdk::compile_with_jackson`]).
+    pub fn run_jackson(&self, args: &[&str], input: &str) -> String {
+        self.run_class("JacksonCheck", args, input)
+    }
+
+    fn run_class(&self, class: &str, args: &[&str], input: &str) -> String {
+        let jars: Vec<PathBuf> = [
+            "jackson-core.jar",
+            "jackson-databind.jar",
+            "jackson-annotations.jar",
+        ]
+        .iter()
+        .map(|j| PathBuf::from("/usr/share/java").join(j))
+        .collect();
+        let classpath = Self::classpath_of(self, &jars);
         let mut child = Command::new("java")
             .arg("-Duser.timezone=UTC")
             .arg("-cp")
-            .arg(self.classes.path())
-            .arg("JavaCheck")
+            .arg(classpath)
+            .arg(class)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
