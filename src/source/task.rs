@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 /// Records in flight (enqueued, not yet acknowledged) per hub partition.
-pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 2048;
+pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 1024;
 /// AMQP link credit (prefetch) per partition.
-pub const PREFETCH: u32 = 1000;
+pub const PREFETCH: u32 = 300;
 /// First and longest wait between reconnect attempts.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
