@@ -319,7 +319,7 @@ async fn raw_reader(emu: &EmulatorChild, o: &Opts, total: u64) -> anyhow::Result
                             location: StartLocation::Earliest,
                             inclusive: false,
                         }),
-                        prefetch: Some(1000),
+                        prefetch: Some(iotconnect::source::task::PREFETCH),
                         ..Default::default()
                     }),
                 )
