@@ -53,7 +53,10 @@ async fn a_wrong_key_fails_the_connector_with_a_clear_message_and_no_secret() {
         .await
         .expect_err("refused")
         .to_string();
-    assert!(e.contains("Could not start IotHubSourceConnector conn"), "{e}");
+    assert!(
+        e.contains("Could not start IotHubSourceConnector conn"),
+        "{e}"
+    );
     assert!(e.contains("after 5 attempts"), "{e}");
     assert!(!e.contains(wrong), "the key must not appear: {e}");
     emu.shutdown().await;

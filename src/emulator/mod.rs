@@ -265,6 +265,7 @@ fn generate_into(hub: &Hub, pool: &Bytes, n: u64, size: usize, devices: u32) -> 
 impl Emulator {
     /// Binds the listeners and starts serving.
     pub async fn start(opts: EmulatorOptions) -> anyhow::Result<Emulator> {
+        crate::init_tls();
         anyhow::ensure!(opts.partitions >= 1, "partitions must be at least 1");
         anyhow::ensure!(!opts.hub_name.is_empty(), "hub name must not be empty");
         base64::engine::general_purpose::STANDARD

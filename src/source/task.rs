@@ -465,7 +465,8 @@ impl Reader {
                         // Detach in the background: the final offset commit must not wait for it.
                         tokio::spawn(async move {
                             let _ = tokio::time::timeout(Duration::from_secs(5), rx.close()).await;
-                            let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(5), client.close()).await;
                         });
                         return;
                     }
