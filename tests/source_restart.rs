@@ -294,3 +294,52 @@ fn dropped_connections_mid_stream_lose_nothing() {
     assert_eq!(unique, total, "none lost");
     assert_eq!(dups, 0, "redelivered events are dropped by sequence number");
 }
+
+#[test]
+fn a_stolen_partition_is_logged_as_an_error_and_taken_back_later() {
+    use azure_messaging_eventhubs::{ConsumerClient, OpenReceiverOptions};
+    use futures::StreamExt;
+    let hub = Hub::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("src-stolen");
+    create_topic(&broker().bootstrap, &topic, 1);
+    hub.send("d", b"{\"i\":0}", None);
+    let w = noschema_worker(dir.path());
+    let c = source_file(dir.path(), "src", &topic, &hub, "");
+    let mut p = start(&w, &c);
+    read_topic(&broker().bootstrap, &topic, 1, T);
+    // Another reader with an owner level (epoch) takes partition 0.
+    let info = hub.emu().info().clone();
+    let thief = hub.rt.block_on(async {
+        let client = ConsumerClient::builder()
+            .with_custom_endpoint(info.amqp_endpoint.clone())
+            .open_with_connection_string(info.event_hub_connection_string.expose(), None)
+            .await
+            .unwrap();
+        let rx = client
+            .open_receiver_on_partition(
+                "0".into(),
+                Some(OpenReceiverOptions {
+                    owner_level: Some(1),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+        // Polling attaches the link; nothing new arrives (it starts at the end).
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx.stream_events().next()).await;
+        (client, rx)
+    });
+    p.wait_for_log("was taken by another reader", T);
+    assert!(p.log().contains("ERROR"), "{}", p.log());
+    // The thief leaves; iotconnect takes the partition back (slowly) and reads on.
+    hub.rt.block_on(async {
+        let (client, rx) = thief;
+        rx.close().await.unwrap();
+        client.close().await.unwrap();
+    });
+    hub.send("d", b"{\"i\":1}", None);
+    wait_all_committed(dir.path(), "src", &hub);
+    assert_eq!(p.terminate(T), Some(0));
+    assert_eq!(topic_size(&broker().bootstrap, &topic), 2);
+}

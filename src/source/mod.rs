@@ -39,6 +39,9 @@ pub async fn plan_tasks(
         )
     })?;
     info!("Starting IotHubSourceConnector");
+    // The Event Hubs client uses rustls; with both aws-lc-rs and ring in the tree, a process-wide
+    // provider must be chosen (idempotent; the lead may move this to main).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let records = record::RecordBuilder::new(&worker, &connector)
         .with_context(|| format!("connector {}", connector.name))?;
     let offsets = crate::worker::offsets::open(&worker.offset_file)?;

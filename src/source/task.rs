@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 /// Records in flight (enqueued, not yet acknowledged) per hub partition.
-pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 8192;
+pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 2048;
 /// AMQP link credit (prefetch) per partition.
 pub const PREFETCH: u32 = 1000;
 /// First and longest wait between reconnect attempts.

@@ -141,8 +141,9 @@ pub fn committed(dir: &Path, connector: &str, p: u32) -> Option<String> {
     if !offsets_path(dir).exists() {
         return None;
     }
+    let p = p.to_string();
     offsets_entries(dir).into_iter().find_map(|(k, v)| {
-        (k[0] == connector && k[1]["EventHubPartition"] == p.to_string())
+        (k[0] == connector && k[1]["EventHubPartition"] == p.as_str())
             .then(|| v.and_then(|v| v["EventHubOffset"].as_str().map(String::from)))
             .flatten()
     })
