@@ -462,7 +462,8 @@ pub enum ConnectError {
 impl ConnectError {
     /// Credentials problem (as opposed to network trouble).
     pub fn is_auth(&self) -> bool {
-        matches!(self, ConnectError::Auth(e) if e.is_refused()) || matches!(self, ConnectError::Token(_))
+        matches!(self, ConnectError::Auth(e) if e.is_refused())
+            || matches!(self, ConnectError::Token(_))
     }
 }
 
@@ -602,26 +603,37 @@ impl AmqpLink {
             let tls = with_timeout("TLS handshake", t, connector.connect(name, tcp))
                 .await?
                 .map_err(|e| ConnectError::Tls(e.to_string()))?;
-            with_timeout("opening the AMQP connection", t, builder.open_with_stream(tls)).await?
+            with_timeout(
+                "opening the AMQP connection",
+                t,
+                builder.open_with_stream(tls),
+            )
+            .await?
         } else {
-            with_timeout("opening the AMQP connection", t, builder.open_with_stream(tcp)).await?
+            with_timeout(
+                "opening the AMQP connection",
+                t,
+                builder.open_with_stream(tcp),
+            )
+            .await?
         }
         .map_err(|e| ConnectError::Amqp {
             stage: "open",
             msg: e.to_string(),
         })?;
         let mut connection = connection;
-        let mut session = match with_timeout("beginning the session", t, Session::begin(&mut connection)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let _ = connection.close().await;
-                return Err(ConnectError::Amqp {
-                    stage: "begin session",
-                    msg: e.to_string(),
-                });
-            }
-            Err(e) => return Err(e),
-        };
+        let mut session =
+            match with_timeout("beginning the session", t, Session::begin(&mut connection)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let _ = connection.close().await;
+                    return Err(ConnectError::Amqp {
+                        stage: "begin session",
+                        msg: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let cbs = with_timeout("attaching $cbs", t, CbsClient::attach(&mut session, &tag))
             .await?
@@ -659,13 +671,22 @@ impl AmqpLink {
     }
 
     /// Attaches a sender to `address`.
-    pub async fn sender(&mut self, name: &str, address: &str, t: Duration) -> Result<Sender, ConnectError> {
-        with_timeout("attaching the sender", t, Sender::attach(&mut self.session, name, address))
-            .await?
-            .map_err(|e| ConnectError::Amqp {
-                stage: "attach sender",
-                msg: e.to_string(),
-            })
+    pub async fn sender(
+        &mut self,
+        name: &str,
+        address: &str,
+        t: Duration,
+    ) -> Result<Sender, ConnectError> {
+        with_timeout(
+            "attaching the sender",
+            t,
+            Sender::attach(&mut self.session, name, address),
+        )
+        .await?
+        .map_err(|e| ConnectError::Amqp {
+            stage: "attach sender",
+            msg: e.to_string(),
+        })
     }
 
     /// Closes everything, best effort, without waiting long for a dead peer.
@@ -686,7 +707,7 @@ impl AmqpLink {
 /// One message travelling through the driver.
 struct Job {
     id: u64,
-    sendable: Sendable<Data>,
+    sendable: Box<Sendable<Data>>,
     first_sent: Option<Instant>,
     attempts: u32,
     failures: u32,
@@ -771,7 +792,7 @@ impl C2dClient {
         let device: Arc<str> = Arc::from(msg.device_id.as_str());
         let job = Job {
             id,
-            sendable: Sendable::builder().message(msg.to_amqp()).build(),
+            sendable: Box::new(Sendable::builder().message(msg.to_amqp()).build()),
             first_sent: None,
             attempts: 0,
             failures: 0,
@@ -797,7 +818,10 @@ impl C2dClient {
     /// connection. Messages still pending after `drain` resolve to [`ClientClosed`].
     pub async fn close(self, drain: Duration) {
         let C2dClient {
-            tx, abort, mut task, ..
+            tx,
+            abort,
+            mut task,
+            ..
         } = self;
         drop(tx);
         if tokio::time::timeout(drain, &mut task).await.is_err() {
@@ -824,7 +848,11 @@ impl Connected {
         let mut link = AmqpLink::open(opts).await?;
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let sender = match link
-            .sender(&format!("c2d-sender-{tag}"), DEVICEBOUND_ADDRESS, opts.operation_timeout)
+            .sender(
+                &format!("c2d-sender-{tag}"),
+                DEVICEBOUND_ADDRESS,
+                opts.operation_timeout,
+            )
             .await
         {
             Ok(s) => s,
@@ -838,7 +866,11 @@ impl Connected {
                 let r = with_timeout(
                     "attaching the feedback receiver",
                     opts.operation_timeout,
-                    Receiver::attach(&mut link.session, format!("feedback-{tag}"), FEEDBACK_ADDRESS),
+                    Receiver::attach(
+                        &mut link.session,
+                        format!("feedback-{tag}"),
+                        FEEDBACK_ADDRESS,
+                    ),
                 )
                 .await;
                 match r {
@@ -933,9 +965,7 @@ fn settle(r: Result<Result<AmqpOutcome, SendError>, tokio::time::error::Elapsed>
 
 fn send_error_attempt(e: SendError) -> Attempt {
     match e {
-        SendError::MessageSizeExceeded(m) => {
-            Attempt::Done(Outcome::TooLarge, Some(m.to_string()))
-        }
+        SendError::MessageSizeExceeded(m) => Attempt::Done(Outcome::TooLarge, Some(m.to_string())),
         SendError::MessageEncodeError => Attempt::Done(
             Outcome::Malformed,
             Some("the message could not be encoded".into()),
@@ -1021,7 +1051,9 @@ impl Driver {
                             }
                         }
                     }
-                    match Connected::open(&self.opts, &self.metrics, self.feedback_tx.as_ref()).await {
+                    match Connected::open(&self.opts, &self.metrics, self.feedback_tx.as_ref())
+                        .await
+                    {
                         Ok(c) => {
                             self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(attempt = failures, "C2D connection re-established");
@@ -1117,7 +1149,10 @@ impl Driver {
                     Err(_) => {
                         self.make_ready(&dev, true);
                         self.drain_ready(&mut inflight);
-                        return (c, Stop::Lost("no link credit within the operation timeout".into()));
+                        return (
+                            c,
+                            Stop::Lost("no link credit within the operation timeout".into()),
+                        );
                     }
                 }
             }
@@ -1222,8 +1257,11 @@ impl Driver {
         if let Some(st) = self.devices.get_mut(dev) {
             st.blocked = true;
             self.timer_seq += 1;
-            self.timers
-                .push(Reverse((Instant::now() + delay, self.timer_seq, dev.clone())));
+            self.timers.push(Reverse((
+                Instant::now() + delay,
+                self.timer_seq,
+                dev.clone(),
+            )));
         }
     }
 
@@ -1270,9 +1308,7 @@ impl Driver {
 
     /// Handles one settlement; returns a reason when the connection must be re-established.
     fn on_settled(&mut self, dev: &Arc<str>, a: Attempt) -> Option<String> {
-        let Some(st) = self.devices.get_mut(dev) else {
-            return None;
-        };
+        let st = self.devices.get_mut(dev)?;
         if st.busy {
             st.busy = false;
             self.in_flight = self.in_flight.saturating_sub(1);
@@ -1295,9 +1331,7 @@ impl Driver {
             }
             Attempt::Done(outcome, desc) => {
                 self.metrics.count(&outcome);
-                let Some(job) = st.queue.front_mut() else {
-                    return None;
-                };
+                let job = st.queue.front_mut()?;
                 let expired = match (self.opts.retry_timeout, job.first_sent) {
                     (Some(limit), Some(first)) => now.duration_since(first) >= limit,
                     _ => false,
@@ -1376,7 +1410,10 @@ pub async fn raw_send_rate(
     body: &[u8],
     window: usize,
 ) -> Result<RawSendReport, ConnectError> {
-    assert!(!devices.is_empty(), "raw_send_rate needs at least one device");
+    assert!(
+        !devices.is_empty(),
+        "raw_send_rate needs at least one device"
+    );
     let mut link = AmqpLink::open(opts).await?;
     let mut sender = link
         .sender("raw-sender", DEVICEBOUND_ADDRESS, opts.operation_timeout)
@@ -1469,7 +1506,10 @@ mod tests {
         );
         // Fallback on IoT Hub's numeric codes in the description.
         assert_eq!(
-            Outcome::from_error("com.microsoft:other", Some("ErrorCode:DeviceNotFound;404001")),
+            Outcome::from_error(
+                "com.microsoft:other",
+                Some("ErrorCode:DeviceNotFound;404001")
+            ),
             Outcome::DeviceNotFound
         );
         assert_eq!(
@@ -1486,7 +1526,11 @@ mod tests {
     fn final_and_record_errors() {
         assert!(Outcome::Accepted.is_final());
         assert!(!Outcome::Accepted.is_record_error());
-        for o in [Outcome::DeviceNotFound, Outcome::TooLarge, Outcome::Malformed] {
+        for o in [
+            Outcome::DeviceNotFound,
+            Outcome::TooLarge,
+            Outcome::Malformed,
+        ] {
             assert!(o.is_final() && o.is_record_error(), "{o:?}");
         }
         for o in [
@@ -1524,11 +1568,15 @@ mod tests {
         assert_eq!(p.to.as_deref(), Some("/devices/dev-1/messages/devicebound"));
         assert_eq!(
             p.message_id,
-            Some(fe2o3_amqp::types::messaging::MessageId::String("msg1".into()))
+            Some(fe2o3_amqp::types::messaging::MessageId::String(
+                "msg1".into()
+            ))
         );
         assert_eq!(
             p.correlation_id,
-            Some(fe2o3_amqp::types::messaging::MessageId::String("corr".into()))
+            Some(fe2o3_amqp::types::messaging::MessageId::String(
+                "corr".into()
+            ))
         );
         assert_eq!(
             p.absolute_expiry_time.as_ref().map(|t| t.milliseconds()),
@@ -1537,7 +1585,9 @@ mod tests {
         let ap = a.application_properties.as_ref().unwrap();
         assert_eq!(
             ap.0.get("iothub-ack"),
-            Some(&fe2o3_amqp::types::primitives::SimpleValue::String("full".into()))
+            Some(&fe2o3_amqp::types::primitives::SimpleValue::String(
+                "full".into()
+            ))
         );
         assert_eq!(a.body.0, b"Turn On".to_vec());
     }

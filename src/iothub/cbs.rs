@@ -167,7 +167,10 @@ impl CbsClient {
                     .map_err(|e| CbsError::Receive(e.to_string()))?;
                 let _ = self.receiver.accept(&reply).await;
                 let msg = reply.message();
-                let correlates = match msg.properties.as_ref().and_then(|p| p.correlation_id.as_ref())
+                let correlates = match msg
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.correlation_id.as_ref())
                 {
                     Some(MessageId::String(s)) => *s == id,
                     // Peers that do not set correlation-id: the reply is for the only request in flight.
@@ -208,12 +211,18 @@ mod tests {
 
     #[test]
     fn any_2xx_is_success() {
-        assert_eq!(check_reply(Some(&props(SimpleValue::Int(200), None))).unwrap(), 200);
+        assert_eq!(
+            check_reply(Some(&props(SimpleValue::Int(200), None))).unwrap(),
+            200
+        );
         assert_eq!(
             check_reply(Some(&props(SimpleValue::Int(202), Some("Accepted")))).unwrap(),
             202
         );
-        assert_eq!(check_reply(Some(&props(SimpleValue::Long(204), None))).unwrap(), 204);
+        assert_eq!(
+            check_reply(Some(&props(SimpleValue::Long(204), None))).unwrap(),
+            204
+        );
     }
 
     #[test]

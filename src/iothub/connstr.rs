@@ -26,7 +26,9 @@ pub enum ConnStrError {
     Missing(&'static str),
     #[error("the connection string's {0} is empty")]
     EmptyValue(&'static str),
-    #[error("the connection string has both SharedAccessKey and SharedAccessSignature; give only one")]
+    #[error(
+        "the connection string has both SharedAccessKey and SharedAccessSignature; give only one"
+    )]
     KeyAndSignature,
     #[error("this is a device connection string (it has DeviceId); the IoT Hub service needs a shared access policy's connection string, e.g. the 'service' policy")]
     DeviceConnectionString,
@@ -34,7 +36,9 @@ pub enum ConnStrError {
     KeyNotBase64,
     #[error("the connection string's SharedAccessSignature is not a valid SAS token: {0}")]
     BadSignature(SasError),
-    #[error("the connection string's Endpoint must look like sb://<namespace>/ (got scheme {0:?})")]
+    #[error(
+        "the connection string's Endpoint must look like sb://<namespace>/ (got scheme {0:?})"
+    )]
     BadEndpoint(String),
     #[error("the connection string's HostName {0:?} is not a host name")]
     BadHostName(String),
@@ -164,7 +168,9 @@ impl IotHubConnectionString {
 
     /// The port given in `HostName`, if any.
     pub fn port(&self) -> Option<u16> {
-        self.host_name.split_once(':').and_then(|(_, p)| p.parse().ok())
+        self.host_name
+            .split_once(':')
+            .and_then(|(_, p)| p.parse().ok())
     }
 
     /// The hub name: the first DNS label of the host (`myhub` for `myhub.azure-devices.net`).

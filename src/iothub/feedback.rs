@@ -131,6 +131,11 @@ pub struct FeedbackBatch {
     pub ack: FeedbackAck,
 }
 
+type Decided = (
+    Result<AckDecision, oneshot::error::RecvError>,
+    Delivery<Body<Value>>,
+);
+
 /// Counters of the feedback receiver.
 #[derive(Debug, Default)]
 pub struct FeedbackMetrics {
@@ -152,7 +157,7 @@ pub async fn run_feedback(
     loop {
         tokio::select! {
             decided = pending.next(), if !pending.is_empty() => {
-                let Some((decision, delivery)): Option<(Result<AckDecision, oneshot::error::RecvError>, Delivery<Body<Value>>)> = decided else { continue };
+                let Some((decision, delivery)): Option<Decided> = decided else { continue };
                 let r = match decision.unwrap_or(AckDecision::Release) {
                     AckDecision::Accept => {
                         metrics.accepted.fetch_add(1, Ordering::Relaxed);

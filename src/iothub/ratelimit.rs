@@ -2,7 +2,8 @@
 //! so no 1-second window ever holds more sends than the limit), AIMD adaptation on throttling, and a
 //! capped exponential backoff with jitter.
 //!
-//! Everything here uses `tokio::time::Instant`, so tests drive it with tokio's paused clock.
+//! Everything takes `now` explicitly (`tokio::time::Instant`), so it follows tokio's clock in the
+//! client (and its paused clock in tests) and can be tested on a virtual clock.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -182,14 +183,16 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    //! The limiter takes `now` as an argument, so these tests run on a virtual clock (equivalent to
+    //! tokio's paused clock, without needing tokio's `test-util` feature).
     use super::*;
 
-    /// Sends as fast as the limiter allows from `start` for `dur`, returning the send instants.
-    async fn drive(lim: &mut RateLimiter, dur: Duration) -> Vec<Instant> {
-        let start = Instant::now();
+    /// Sends as fast as the limiter allows for `dur` of virtual time from `t0`; every wake-up comes
+    /// 0.7 ms late, as a real timer's would. Returns the send instants.
+    fn drive(lim: &mut RateLimiter, t0: Instant, dur: Duration) -> Vec<Instant> {
+        let mut now = t0;
         let mut sent = Vec::new();
-        while Instant::now() - start < dur {
-            let now = Instant::now();
+        while now - t0 < dur {
             match lim.check(now) {
                 Ok(()) => {
                     lim.record(now);
@@ -197,8 +200,7 @@ mod tests {
                 }
                 Err(at) => {
                     assert!(at > now, "wake time must be in the future");
-                    // Simulate a timer that wakes up to 1 ms late, as tokio's does.
-                    tokio::time::sleep_until(at + Duration::from_micros(700)).await;
+                    now = at + Duration::from_micros(700);
                 }
             }
         }
@@ -217,28 +219,34 @@ mod tests {
         best
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn fixed_rate_is_met_and_never_exceeded_in_any_window() {
-        let mut lim = RateLimiter::new(500, Instant::now());
-        let sent = drive(&mut lim, Duration::from_secs(10)).await;
+    #[test]
+    fn fixed_rate_is_met_and_never_exceeded_in_any_window() {
+        let t0 = Instant::now();
+        let mut lim = RateLimiter::new(500, t0);
+        let sent = drive(&mut lim, t0, Duration::from_secs(10));
         let rate = sent.len() as f64 / 10.0;
         assert!((rate - 500.0).abs() / 500.0 < 0.02, "rate {rate}");
         assert!(max_window(&sent) <= 500, "window {}", max_window(&sent));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn small_fixed_rate_is_spaced() {
-        let mut lim = RateLimiter::new(3, Instant::now());
-        let sent = drive(&mut lim, Duration::from_secs(3)).await;
+    #[test]
+    fn small_fixed_rate_is_spaced() {
+        let t0 = Instant::now();
+        let mut lim = RateLimiter::new(3, t0);
+        let sent = drive(&mut lim, t0, Duration::from_secs(3));
         assert!(max_window(&sent) <= 3);
         assert!((8..=10).contains(&sent.len()), "{}", sent.len());
         for w in sent.windows(2) {
-            assert!(w[1] - w[0] >= Duration::from_millis(300), "{:?}", w[1] - w[0]);
+            assert!(
+                w[1] - w[0] >= Duration::from_millis(300),
+                "{:?}",
+                w[1] - w[0]
+            );
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn unlimited_until_throttled_then_aimd() {
+    #[test]
+    fn unlimited_until_throttled_then_aimd() {
         let t0 = Instant::now();
         let mut lim = RateLimiter::new(0, t0);
         assert_eq!(lim.rate(), None);
@@ -246,8 +254,7 @@ mod tests {
             assert!(lim.check(t0).is_ok());
             lim.record(t0);
         }
-        tokio::time::advance(Duration::from_millis(500)).await;
-        let now = Instant::now();
+        let now = t0 + Duration::from_millis(500);
         lim.on_throttled(now);
         // 1000 sends in the last second observed -> halved.
         assert_eq!(lim.rate(), Some(500.0));
@@ -255,25 +262,40 @@ mod tests {
         lim.on_throttled(now);
         assert_eq!(lim.rate(), Some(500.0));
         // Additive increase: +5% of 1000 per second without throttling.
-        tokio::time::advance(Duration::from_secs(2)).await;
-        let _ = lim.check(Instant::now());
+        let later = now + Duration::from_secs(2);
+        let _ = lim.check(later);
         assert_eq!(lim.rate(), Some(600.0));
         // Throttled again: halves what was achieved (nothing sent in the last second -> floor).
-        lim.on_throttled(Instant::now());
+        lim.on_throttled(later);
         assert_eq!(lim.rate(), Some(MIN_ADAPTIVE_RATE));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn adaptive_never_exceeds_fixed() {
+    #[test]
+    fn adaptive_never_exceeds_fixed() {
         let t0 = Instant::now();
         let mut lim = RateLimiter::new(100, t0);
-        let sent = drive(&mut lim, Duration::from_secs(2)).await;
+        let sent = drive(&mut lim, t0, Duration::from_secs(2));
         assert!(max_window(&sent) <= 100);
-        lim.on_throttled(Instant::now());
-        assert_eq!(lim.rate(), Some(50.0));
-        tokio::time::advance(Duration::from_secs(100)).await;
-        let _ = lim.check(Instant::now());
+        let t1 = *sent.last().unwrap();
+        lim.on_throttled(t1);
+        assert!(lim.rate().unwrap() <= 50.0, "{:?}", lim.rate());
+        let _ = lim.check(t1 + Duration::from_secs(100));
         assert_eq!(lim.rate(), Some(100.0), "capped by the fixed limit");
+    }
+
+    #[test]
+    fn adaptive_rate_is_enforced_after_throttling() {
+        let t0 = Instant::now();
+        let mut lim = RateLimiter::new(0, t0);
+        for _ in 0..200 {
+            lim.record(t0);
+        }
+        lim.on_throttled(t0 + Duration::from_millis(10));
+        assert_eq!(lim.rate(), Some(100.0));
+        let t1 = t0 + Duration::from_secs(1);
+        let sent = drive(&mut lim, t1, Duration::from_millis(900));
+        // One additive step (+10/s) happened at t1: ~110/s for 0.9 s plus the small burst allowance.
+        assert!((85..=105).contains(&sent.len()), "{}", sent.len());
     }
 
     #[test]
