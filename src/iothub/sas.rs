@@ -102,9 +102,7 @@ pub fn parse_token(token: &str) -> Result<ParsedToken, SasError> {
     let rest = token
         .trim()
         .strip_prefix("SharedAccessSignature ")
-        .ok_or(SasError::Malformed(
-            "missing 'SharedAccessSignature ' prefix",
-        ))?;
+        .ok_or(SasError::Malformed("missing 'SharedAccessSignature ' prefix"))?;
     let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);
     for part in rest.split('&') {
         let (k, v) = part
@@ -148,11 +146,7 @@ pub fn verify_token(
     encoding: KeyEncoding,
     now: u64,
 ) -> Result<(), SasError> {
-    let expected = signature(
-        &hmac_key(key, encoding)?,
-        &token.encoded_resource,
-        token.expiry,
-    );
+    let expected = signature(&hmac_key(key, encoding)?, &token.encoded_resource, token.expiry);
     // Constant-time comparison of the signatures.
     let a = expected.as_bytes();
     let b = token.signature.as_bytes();
@@ -210,8 +204,7 @@ mod tests {
     #[test]
     fn raw_and_decoded_keys_differ() {
         let raw = generate_token("sb://ns/hub", "k", "a2V5", KeyEncoding::Raw, 10).unwrap();
-        let dec =
-            generate_token("sb://ns/hub", "k", "a2V5", KeyEncoding::Base64Decoded, 10).unwrap();
+        let dec = generate_token("sb://ns/hub", "k", "a2V5", KeyEncoding::Base64Decoded, 10).unwrap();
         assert_ne!(raw, dec);
         let p = parse_token(&raw).unwrap();
         assert_eq!(p.encoded_resource, "sb%3A%2F%2Fns%2Fhub");
