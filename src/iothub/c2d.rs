@@ -831,6 +831,18 @@ impl C2dClient {
     }
 }
 
+/// When to put a fresh token: at 80% of the remaining lifetime of the one just put (computed from
+/// its real expiry, which is whole seconds). A fixed token cannot be renewed: far future.
+fn renew_deadline(opts: &C2dOptions, expiry_epoch: u64) -> Instant {
+    if !opts.connection.can_renew() {
+        return Instant::now() + Duration::from_secs(86400 * 365);
+    }
+    let remaining = (UNIX_EPOCH + Duration::from_secs(expiry_epoch))
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + remaining.mul_f64(0.8).max(Duration::from_millis(500))
+}
+
 /// A connected link with its C2D sender (and the feedback task).
 struct Connected {
     link: AmqpLink,
@@ -894,12 +906,7 @@ impl Connected {
             }
             None => None,
         };
-        let renew_at = if opts.connection.can_renew() {
-            Instant::now() + opts.token_ttl.mul_f64(0.8)
-        } else {
-            // A fixed token cannot be renewed; far future.
-            Instant::now() + Duration::from_secs(86400 * 365)
-        };
+        let renew_at = renew_deadline(opts, link.token_expiry);
         metrics.connects.fetch_add(1, Ordering::Relaxed);
         metrics.connected.store(true, Ordering::Relaxed);
         Ok(Connected {
@@ -1181,7 +1188,7 @@ impl Driver {
                 Event::Renew => match c.link.put_token(&self.opts).await {
                     Ok(()) => {
                         self.metrics.token_renewals.fetch_add(1, Ordering::Relaxed);
-                        c.renew_at = Instant::now() + self.opts.token_ttl.mul_f64(0.8);
+                        c.renew_at = renew_deadline(&self.opts, c.link.token_expiry);
                         tracing::debug!("C2D SAS token renewed on the open connection");
                     }
                     Err(e) => {
