@@ -578,3 +578,54 @@ async fn raw_sender_sends_everything() {
     })
     .await
 }
+
+/// Throughput of the client against the bare fe2o3 sender on the same emulator (prints both).
+/// A measurement, not a check: run with `cargo test --release --test iothub_c2d -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing measurement on a shared machine; run explicitly"]
+async fn measure_client_against_raw_sender() {
+    let n: usize = std::env::var("C2D_MEASURE_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let emu = start(EmulatorOptions::default()).await;
+    let devices: Vec<String> = (0..1000).map(|i| format!("dev-{i}")).collect();
+    let client = std::sync::Arc::new(C2dClient::connect(client_opts(&emu)).await.unwrap());
+    let t0 = std::time::Instant::now();
+    let c2 = client.clone();
+    let devs = devices.clone();
+    let collector = tokio::spawn(async move {
+        let mut handles = futures::stream::FuturesUnordered::new();
+        for i in 0..n {
+            handles.push(
+                c2.send(C2dMessage::new(
+                    devs[i % devs.len()].clone(),
+                    format!("m-{i}"),
+                    vec![b'x'; 64],
+                ))
+                .await
+                .unwrap(),
+            );
+        }
+        use futures::StreamExt;
+        let mut ok = 0;
+        while let Some(c) = handles.next().await {
+            if c.unwrap().outcome == Outcome::Accepted {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    let ok = collector.await.unwrap();
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let raw = raw_send_rate(&client_opts(&emu), n as u64, &devices, &[b'x'; 64], 64)
+        .await
+        .unwrap();
+    println!(
+        "raw sender: {:.0}/s; C2dClient: {rate:.0}/s ({ok} accepted); ratio {:.2}",
+        raw.per_second,
+        rate / raw.per_second
+    );
+    assert_eq!(ok, n);
+    emu.shutdown().await;
+}

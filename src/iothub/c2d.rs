@@ -993,17 +993,8 @@ enum Stop {
 enum Event {
     Settled(Arc<str>, Attempt),
     Request(Option<Request>),
-    Timer,
-    Limiter,
-    Renew,
+    Wake,
     Abort(bool),
-}
-
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 struct Driver {
@@ -1101,6 +1092,11 @@ impl Driver {
         let t = self.opts.operation_timeout;
         let max = self.opts.max_in_flight.max(1);
         let mut abort_gone = false;
+        let mut last_progress = Instant::now();
+        let mut armed = c.renew_at;
+        let wake = tokio::time::sleep_until(armed);
+        tokio::pin!(wake);
+        let mut wake_fired = false;
         loop {
             if self.finished() {
                 return (c, Stop::Done);
@@ -1134,11 +1130,11 @@ impl Driver {
                         self.in_flight += 1;
                         self.limiter.record(now);
                         self.metrics.sent.fetch_add(1, Ordering::Relaxed);
+                        if self.in_flight == 1 {
+                            last_progress = now;
+                        }
                         let fut: DeliveryFut<Result<AmqpOutcome, SendError>> = fut;
-                        inflight.push(
-                            async move { (dev, settle(tokio::time::timeout(t, fut).await)) }
-                                .boxed(),
-                        );
+                        inflight.push(async move { (dev, settle(Ok(fut.await))) }.boxed());
                     }
                     Ok(Err(e)) => match send_error_attempt(e) {
                         Attempt::Done(outcome, desc) => {
@@ -1164,44 +1160,79 @@ impl Driver {
                 }
             }
             self.gauges();
+            // One timer serves token renewal, retry timers, the rate limiter and stall detection.
+            // It is re-armed only when it must fire earlier; firing early just re-arms it.
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            let stall_at = (self.in_flight > 0).then(|| last_progress + t);
+            let want = [Some(c.renew_at), next_timer, limiter_wake, stall_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(c.renew_at);
+            if want < armed || wake_fired {
+                wake.as_mut().reset(want);
+                armed = want;
+                wake_fired = false;
+            }
             let can_take = !self.input_closed && self.pending < self.opts.max_queued.max(1);
             let ev = tokio::select! {
                 Some((dev, a)) = inflight.next(), if !inflight.is_empty() => Event::Settled(dev, a),
                 r = self.rx.recv(), if can_take => Event::Request(r),
-                _ = sleep_opt(next_timer), if next_timer.is_some() => Event::Timer,
-                _ = sleep_opt(limiter_wake), if limiter_wake.is_some() => Event::Limiter,
-                _ = tokio::time::sleep_until(c.renew_at) => Event::Renew,
+                _ = &mut wake, if !wake_fired => Event::Wake,
                 r = self.abort.changed(), if !abort_gone => Event::Abort(r.is_ok()),
             };
+            let mut lost = None;
             match ev {
                 Event::Settled(dev, a) => {
-                    if let Some(reason) = self.on_settled(&dev, a) {
-                        self.drain_ready(&mut inflight);
-                        return (c, Stop::Lost(reason));
-                    }
+                    last_progress = Instant::now();
+                    lost = self.on_settled(&dev, a);
                 }
                 Event::Request(Some(r)) => self.enqueue(r),
                 Event::Request(None) => self.input_closed = true,
-                Event::Timer => self.release_timers(),
-                Event::Limiter => {}
-                Event::Renew => match c.link.put_token(&self.opts).await {
-                    Ok(()) => {
-                        self.metrics.token_renewals.fetch_add(1, Ordering::Relaxed);
-                        c.renew_at = renew_deadline(&self.opts, c.link.token_expiry);
-                        tracing::debug!("C2D SAS token renewed on the open connection");
+                Event::Wake => {
+                    wake_fired = true;
+                    let now = Instant::now();
+                    self.release_timers();
+                    if self.in_flight > 0 && now >= last_progress + t {
+                        lost = Some(format!("no settlement within {t:?}"));
+                    } else if now >= c.renew_at {
+                        match c.link.put_token(&self.opts).await {
+                            Ok(()) => {
+                                self.metrics.token_renewals.fetch_add(1, Ordering::Relaxed);
+                                c.renew_at = renew_deadline(&self.opts, c.link.token_expiry);
+                                tracing::debug!("C2D SAS token renewed on the open connection");
+                            }
+                            Err(e) => lost = Some(format!("token renewal failed: {e}")),
+                        }
                     }
-                    Err(e) => {
-                        self.drain_ready(&mut inflight);
-                        return (c, Stop::Lost(format!("token renewal failed: {e}")));
-                    }
-                },
+                }
                 Event::Abort(true) => {
                     if *self.abort.borrow() {
                         return (c, Stop::Abort);
                     }
                 }
                 Event::Abort(false) => abort_gone = true,
+            }
+            if lost.is_none() {
+                // Take whatever else is ready without going through select again.
+                while let Some(Some((dev, a))) = inflight.next().now_or_never() {
+                    last_progress = Instant::now();
+                    if let Some(reason) = self.on_settled(&dev, a) {
+                        lost = Some(reason);
+                        break;
+                    }
+                }
+            }
+            if let Some(reason) = lost {
+                self.drain_ready(&mut inflight);
+                return (c, Stop::Lost(reason));
+            }
+            while !self.input_closed && self.pending < self.opts.max_queued.max(1) {
+                match self.rx.try_recv() {
+                    Ok(r) => self.enqueue(r),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => self.input_closed = true,
+                }
             }
         }
     }
