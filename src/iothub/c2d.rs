@@ -282,6 +282,8 @@ pub struct Completion {
     pub description: Option<String>,
     /// Transfers made (1 when accepted at once).
     pub attempts: u32,
+    /// When the last transfer was written to the link (`None` if it never was).
+    pub sent_at: Option<std::time::Instant>,
 }
 
 /// The client was closed before the message completed.
@@ -709,6 +711,7 @@ struct Job {
     id: u64,
     sendable: Box<Sendable<Data>>,
     first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
     attempts: u32,
     failures: u32,
     reply: oneshot::Sender<Completion>,
@@ -794,6 +797,7 @@ impl C2dClient {
             id,
             sendable: Box::new(Sendable::builder().message(msg.to_amqp()).build()),
             first_sent: None,
+            last_sent: None,
             attempts: 0,
             failures: 0,
             reply,
@@ -1031,6 +1035,7 @@ impl Driver {
     async fn run(mut self, first: Connected) {
         let mut conn = Some(first);
         let mut failures: u32 = 0;
+        let mut abort_gone = false;
         loop {
             let c = match conn.take() {
                 Some(c) => c,
@@ -1040,13 +1045,20 @@ impl Driver {
                     }
                     let delay = self.opts.reconnect_backoff.delay(failures);
                     failures = failures.saturating_add(1);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        r = self.abort.changed() => {
-                            if r.is_ok() && *self.abort.borrow() {
-                                self.fail_all();
-                                return;
-                            }
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            r = self.abort.changed(), if !abort_gone => match r {
+                                Ok(()) if *self.abort.borrow() => {
+                                    self.fail_all();
+                                    return;
+                                }
+                                Ok(()) => {}
+                                // The client was dropped without `close`: no abort can come.
+                                Err(_) => abort_gone = true,
+                            },
                         }
                     }
                     match Connected::open(&self.opts, &self.metrics, self.feedback_tx.as_ref())
@@ -1120,6 +1132,7 @@ impl Driver {
                 match r {
                     Ok(Ok(fut)) => {
                         job.attempts += 1;
+                        job.last_sent = Some(now);
                         if job.first_sent.is_none() {
                             job.first_sent = Some(now);
                         }
@@ -1328,11 +1341,18 @@ impl Driver {
             return;
         };
         self.pending -= 1;
+        self.metrics
+            .in_flight
+            .store(self.in_flight as u64, Ordering::Relaxed);
+        self.metrics
+            .queued
+            .store(self.pending as u64, Ordering::Relaxed);
         let _ = job.reply.send(Completion {
             id: job.id,
             outcome,
             description,
             attempts: job.attempts,
+            sent_at: job.last_sent.map(Instant::into_std),
         });
         if st.queue.is_empty() {
             if !st.blocked && !st.busy {
