@@ -55,7 +55,9 @@
 use crate::config::Secret;
 use crate::iothub::cbs::{CbsClient, CbsError, SAS_TOKEN_TYPE};
 use crate::iothub::connstr::IotHubConnectionString;
-use crate::iothub::feedback::{run_feedback, FeedbackBatch, FeedbackMetrics, FEEDBACK_ADDRESS};
+use crate::iothub::feedback::{
+    run_feedback, FeedbackBatch, FeedbackExit, FeedbackMetrics, FEEDBACK_ADDRESS,
+};
 use crate::iothub::ratelimit::{Backoff, RateLimiter};
 use crate::iothub::sas::SasError;
 use fe2o3_amqp::connection::ConnectionHandle;
@@ -851,7 +853,7 @@ fn renew_deadline(opts: &C2dOptions, expiry_epoch: u64) -> Instant {
 struct Connected {
     link: AmqpLink,
     sender: Sender,
-    feedback_task: Option<JoinHandle<()>>,
+    feedback_task: Option<JoinHandle<FeedbackExit>>,
     renew_at: Instant,
 }
 
@@ -996,6 +998,7 @@ enum Stop {
 
 enum Event {
     Settled(Arc<str>, Attempt),
+    Feedback(Result<FeedbackExit, tokio::task::JoinError>),
     Request(Option<Request>),
     Wake,
     Abort(bool),
@@ -1192,6 +1195,7 @@ impl Driver {
                 Some((dev, a)) = inflight.next(), if !inflight.is_empty() => Event::Settled(dev, a),
                 r = self.rx.recv(), if can_take => Event::Request(r),
                 _ = &mut wake, if !wake_fired => Event::Wake,
+                r = async { c.feedback_task.as_mut().expect("guarded").await }, if c.feedback_task.is_some() => Event::Feedback(r),
                 r = self.abort.changed(), if !abort_gone => Event::Abort(r.is_ok()),
             };
             let mut lost = None;
@@ -1202,6 +1206,21 @@ impl Driver {
                 }
                 Event::Request(Some(r)) => self.enqueue(r),
                 Event::Request(None) => self.input_closed = true,
+                Event::Feedback(r) => {
+                    c.feedback_task = None;
+                    match r {
+                        Ok(FeedbackExit::ConsumerGone) => {
+                            tracing::info!(
+                                "feedback batches are no longer read; detaching feedback for good"
+                            );
+                            self.feedback_tx = None;
+                        }
+                        Ok(FeedbackExit::LinkFailed(e)) => {
+                            lost = Some(format!("feedback receiver failed: {e}"))
+                        }
+                        Err(e) => lost = Some(format!("feedback task ended: {e}")),
+                    }
+                }
                 Event::Wake => {
                     wake_fired = true;
                     let now = Instant::now();

@@ -146,13 +146,22 @@ pub struct FeedbackMetrics {
     pub malformed: AtomicU64,
 }
 
+/// Why [`run_feedback`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedbackExit {
+    /// The link or connection failed (reason); reconnecting brings feedback back.
+    LinkFailed(String),
+    /// The batch receiver was dropped: nobody wants feedback any more.
+    ConsumerGone,
+}
+
 /// Receives feedback on `receiver` and forwards batches to `out` until the link fails or `out` is
 /// closed. Settles each message as its [`FeedbackAck`] decides.
 pub async fn run_feedback(
     mut receiver: Receiver,
     out: mpsc::Sender<FeedbackBatch>,
     metrics: Arc<FeedbackMetrics>,
-) {
+) -> FeedbackExit {
     let mut pending = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -170,7 +179,7 @@ pub async fn run_feedback(
                 };
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "could not settle a feedback message; the hub will deliver it again");
-                    return;
+                    return FeedbackExit::LinkFailed(e.to_string());
                 }
             }
             received = receiver.recv::<Body<Value>>() => {
@@ -178,7 +187,7 @@ pub async fn run_feedback(
                     Ok(d) => d,
                     Err(e) => {
                         tracing::warn!(error = %e, "feedback receiver stopped");
-                        return;
+                        return FeedbackExit::LinkFailed(e.to_string());
                     }
                 };
                 metrics.messages.fetch_add(1, Ordering::Relaxed);
@@ -194,7 +203,7 @@ pub async fn run_feedback(
                         if out.send(batch).await.is_err() {
                             // Nobody listens any more: leave it unsettled for redelivery.
                             let _ = receiver.release(&delivery).await;
-                            return;
+                            return FeedbackExit::ConsumerGone;
                         }
                         pending.push(async move { (rx.await, delivery) });
                     }
@@ -202,8 +211,8 @@ pub async fn run_feedback(
                         metrics.malformed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "rejecting a malformed feedback message");
                         let err = AmqpErrorBody::new(AmqpError::DecodeError, Some(e.to_string()), None);
-                        if receiver.reject(&delivery, err).await.is_err() {
-                            return;
+                        if let Err(e) = receiver.reject(&delivery, err).await {
+                            return FeedbackExit::LinkFailed(e.to_string());
                         }
                     }
                 }
