@@ -632,9 +632,16 @@ async fn measure_client_against_raw_sender() {
     let raw = raw_send_rate(&client_opts(&emu), n as u64, &devices, &[b'x'; 64], 64)
         .await
         .unwrap();
+    emu.shutdown().await;
+    // The same bare sender without pipelining (one unsettled transfer at a time).
+    let emu = start(EmulatorOptions::default()).await;
+    let one = raw_send_rate(&client_opts(&emu), (n / 5) as u64, &devices, &[b'x'; 64], 1)
+        .await
+        .unwrap();
     println!(
-        "raw sender: {:.0}/s; C2dClient: {rate:.0}/s ({ok} accepted); ratio {:.2}",
+        "raw sender (64 unsettled): {:.0}/s; raw sender (1 unsettled): {:.0}/s; C2dClient: {rate:.0}/s ({ok} accepted); ratio {:.2}",
         raw.per_second,
+        one.per_second,
         rate / raw.per_second
     );
     assert_eq!(ok, n);
