@@ -40,6 +40,39 @@ pub(crate) fn amqp_error(condition: &str, description: impl Into<String>) -> def
     )
 }
 
+/// Advertises an internet-sized MSS on the listener. On loopback the kernel otherwise reports an
+/// MSS of 32768 or more, which Microsoft's Python AMQP client reads back and re-sets with
+/// `setsockopt(TCP_MAXSEG)`, which Linux refuses (EINVAL above 32767), failing the connection.
+pub(crate) fn limit_mss(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let mss: libc::c_int = 16_384;
+    // SAFETY: plain setsockopt on a socket we own, with a correctly sized int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            &mss as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_MAXSEG not set on the AMQP listener");
+    }
+}
+
+/// Properties put on Open, Begin and Attach. Besides naming the peer, they make fe2o3 write every
+/// field of those performatives: it omits trailing null fields (valid AMQP), but Microsoft's Python
+/// client indexes the last field of each (`properties`) unconditionally, as Azure always sends them.
+fn emulator_fields() -> definitions::Fields {
+    let mut f = definitions::Fields::new();
+    f.insert(
+        Symbol::from("com.microsoft:emulator"),
+        Value::String("iotconnect".into()),
+    );
+    f
+}
+
 /// Accepts connections until `shutdown` flips to true.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -87,6 +120,11 @@ where
     let acceptor = ConnectionAcceptor::builder()
         .container_id(format!("iotconnect-emulator-{}", hub.hub_name))
         .max_frame_size(65_536u32)
+        .channel_max(4_095u16)
+        // Azure sends idle-time-out; the Python client indexes that Open field unconditionally, so it
+        // must be on the wire (fe2o3 omits trailing null fields).
+        .idle_time_out(240_000u32)
+        .properties(emulator_fields())
         .sasl_acceptor(EmulatorSasl {
             verifier: hub.verifier.clone(),
             hub_name: hub.hub_name.clone(),
@@ -113,6 +151,8 @@ where
     let session_acceptor = SessionAcceptor::builder()
         .incoming_window(100_000u32)
         .outgoing_window(100_000u32)
+        .handle_max(65_535u32)
+        .properties(emulator_fields())
         .build();
     loop {
         tokio::select! {
@@ -272,7 +312,9 @@ fn server_busy() -> definitions::Error {
 }
 
 async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth: SharedConnAuth) {
-    let links: Links = LinkAcceptor::new();
+    let links: Links = LinkAcceptor::builder()
+        .properties(emulator_fields())
+        .build();
     let replies = Arc::new(ReplyLinks::default());
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(attach) = session.next_incoming_attach().await {
@@ -450,6 +492,7 @@ async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth:
                     tracing::debug!(partition = pid, %group, ?filter, start, ?epoch, "partition receiver attached");
                     match links.accept_incoming_attach(attach, &mut session).await {
                         Ok(LinkEndpoint::Sender(s)) => {
+                            hub.receivers_attached.send_modify(|n| *n += 1);
                             tasks.spawn(partition_loop(
                                 s,
                                 hub.clone(),

@@ -81,6 +81,8 @@ pub struct Stats {
     pub partitions: Vec<super::store::PartitionInfo>,
     pub events_enqueued: i64,
     pub events_delivered: u64,
+    /// Partition receiver links accepted so far.
+    pub partition_receivers_attached: u64,
     pub connections_opened: u64,
     pub connections_open: u64,
     pub tokens_accepted: u64,
@@ -108,6 +110,8 @@ pub struct Hub {
     faults: Mutex<FaultState>,
     /// Bumped to drop every AMQP connection.
     pub drop_connections: watch::Sender<u64>,
+    /// Number of partition receivers accepted so far (tests wait on it).
+    pub receivers_attached: watch::Sender<u64>,
 }
 
 pub struct HubConfig {
@@ -141,6 +145,7 @@ impl Hub {
             owners: Ownership::default(),
             faults: Mutex::new(FaultState::default()),
             drop_connections: watch::channel(0).0,
+            receivers_attached: watch::channel(0).0,
         }
     }
 
@@ -269,6 +274,7 @@ impl Hub {
             events_enqueued: partitions.iter().map(|p| p.total_enqueued).sum(),
             partitions,
             events_delivered: c.events_delivered.load(Ordering::Relaxed),
+            partition_receivers_attached: *self.receivers_attached.borrow(),
             connections_opened: c.connections_opened.load(Ordering::Relaxed),
             connections_open: c.connections_open.load(Ordering::Relaxed),
             tokens_accepted: c.tokens_accepted.load(Ordering::Relaxed),

@@ -281,6 +281,7 @@ impl Emulator {
         let http = tokio::net::TcpListener::bind(opts.http_listen)
             .await
             .with_context(|| format!("cannot listen on {} (HTTP)", opts.http_listen))?;
+        amqp::limit_mss(&amqp);
         let amqp_addr = amqp.local_addr()?;
         let http_addr = http.local_addr()?;
         let host = amqp_addr.to_string();
@@ -469,6 +470,15 @@ impl Emulator {
     /// Device side: complete (`reject = false`) or reject a locked message by its lock token.
     pub fn device_settle(&self, device_id: &str, etag: &str, reject: bool) -> bool {
         self.hub.c2d.settle(device_id, etag, reject)
+    }
+
+    /// Waits until at least `n` partition receivers have been accepted since start (counting every
+    /// attach ever accepted). False on timeout.
+    pub async fn wait_receivers_attached(&self, n: u64, timeout: Duration) -> bool {
+        let mut rx = self.hub.receivers_attached.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Stops the listeners and closes every connection.
