@@ -1670,6 +1670,27 @@ mod tests {
     }
 
     #[test]
+    fn options_debug_hides_the_key() {
+        let key = "c2VjcmV0LWtleS1ieXRlcw==";
+        let cs = IotHubConnectionString::parse(&Secret::new(format!(
+            "HostName=h.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey={key}"
+        )))
+        .unwrap();
+        let o = C2dOptions::new(cs);
+        let d = format!("{o:?}");
+        assert!(!d.contains(key), "{d}");
+        assert!(d.contains("h.azure-devices.net"));
+        assert_eq!(
+            Endpoint::for_options(&o).unwrap(),
+            Endpoint {
+                tls: true,
+                host: "h.azure-devices.net".into(),
+                port: 5671
+            }
+        );
+    }
+
+    #[test]
     fn endpoints() {
         assert_eq!(
             Endpoint::parse("amqp://127.0.0.1:5672").unwrap(),
