@@ -87,6 +87,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// A connection that lasted this long resets the reconnection backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
 /// Target address of the C2D sender link.
 pub const DEVICEBOUND_ADDRESS: &str = "/messages/devicebound";
 
@@ -1070,7 +1073,6 @@ impl Driver {
                         Ok(c) => {
                             self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(attempt = failures, "C2D connection re-established");
-                            failures = 0;
                             c
                         }
                         Err(e) => {
@@ -1084,11 +1086,18 @@ impl Driver {
                     }
                 }
             };
+            let connected_at = Instant::now();
             let (c, stop) = self.run_connected(c).await;
             self.metrics.connected.store(false, Ordering::Relaxed);
             self.requeue_in_flight();
             self.gauges();
-            c.close().await;
+            // The backoff starts over only after a connection that held for a while, so a peer
+            // that accepts connections and then fails every send is not hammered.
+            if connected_at.elapsed() >= STABLE_CONNECTION {
+                failures = 0;
+            }
+            // Bounded: a dead peer must not delay the reconnection.
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.close()).await;
             match stop {
                 Stop::Done => return,
                 Stop::Abort => {
