@@ -1,5 +1,7 @@
-//! A peer that accepts transfers but never settles them (a half-dead hub): the C2D client must
-//! notice the missing settlements within its operation timeout, reconnect and resend.
+//! The C2D client against a minimal peer of our own, for what the emulator cannot do:
+//! - a hub that accepts transfers but never settles them (half dead): the client must notice the
+//!   missing settlements within its operation timeout, reconnect and resend;
+//! - a hub that settles instantly and keeps nothing, to measure the client's own overhead.
 //!
 //! The peer is a minimal fe2o3-amqp acceptor: SASL ANONYMOUS, `$cbs` put-token answered with 200,
 //! `/messages/devicebound` received. Connections numbered below `settle_from` never settle.
@@ -12,6 +14,7 @@ use fe2o3_amqp::types::messaging::{
     AmqpValue, ApplicationProperties, Body, Message, MessageId, Properties, TargetArchetype,
 };
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
+use futures::FutureExt;
 use iotconnect::config::Secret;
 use iotconnect::iothub::c2d::{C2dClient, C2dMessage, C2dOptions, Outcome};
 use iotconnect::iothub::connstr::IotHubConnectionString;
@@ -24,6 +27,8 @@ use tokio::sync::mpsc;
 
 #[derive(Default)]
 struct PeerState {
+    /// Keep the message ids (off for the measurement).
+    record: bool,
     connections: AtomicUsize,
     /// (connection number, message id) of every transfer received.
     received: Mutex<Vec<(usize, String)>>,
@@ -78,7 +83,9 @@ async fn devicebound(mut rx: Receiver, conn: usize, settle: bool, state: Arc<Pee
             Some(MessageId::String(s)) => s,
             other => format!("{other:?}"),
         };
-        state.received.lock().unwrap().push((conn, id));
+        if state.record {
+            state.received.lock().unwrap().push((conn, id));
+        }
         if settle {
             let _ = rx.accept(&d).await;
         } else {
@@ -139,7 +146,10 @@ async fn missing_settlements_trigger_reconnect_and_resend() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(PeerState::default());
+        let state = Arc::new(PeerState {
+            record: true,
+            ..Default::default()
+        });
         tokio::spawn(serve(listener, 1, state.clone()));
 
         let cs = IotHubConnectionString::parse(&Secret::new(format!(
@@ -178,4 +188,82 @@ async fn missing_settlements_trigger_reconnect_and_resend() {
     })
     .await
     .expect("test timed out");
+}
+
+fn options(port: u16) -> C2dOptions {
+    let cs = IotHubConnectionString::parse(&Secret::new(format!(
+        "HostName=127.0.0.1:{port};SharedAccessKeyName=service;SharedAccessKey=c2VjcmV0"
+    )))
+    .unwrap();
+    let mut o = C2dOptions::new(cs);
+    o.endpoint = Some(format!("amqp://127.0.0.1:{port}"));
+    o
+}
+
+/// Client throughput against the bare fe2o3 sender, both against the instant-settling peer.
+/// A measurement, not a check: `cargo test --test iothub_c2d_peer -- --ignored --nocapture`
+/// (add `--release` for meaningful absolute numbers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing measurement on a shared machine; run explicitly"]
+async fn measure_overhead_against_instant_peer() {
+    use futures::StreamExt;
+    let n: usize = std::env::var("C2D_MEASURE_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(listener, 0, Arc::new(PeerState::default())));
+    let devices: Vec<String> = (0..1000).map(|i| format!("dev-{i}")).collect();
+    for round in 0..2 {
+        let raw = iotconnect::iothub::c2d::raw_send_rate(
+            &options(port),
+            n as u64,
+            &devices,
+            &[b'x'; 64],
+            64,
+        )
+        .await
+        .unwrap();
+        let client = Arc::new(C2dClient::connect(options(port)).await.unwrap());
+        let t0 = std::time::Instant::now();
+        let c2 = client.clone();
+        let devs = devices.clone();
+        let ok = tokio::spawn(async move {
+            let mut handles = futures::stream::FuturesUnordered::new();
+            let mut ok = 0;
+            for i in 0..n {
+                let h = c2
+                    .send(C2dMessage::new(
+                        devs[i % devs.len()].clone(),
+                        format!("m-{i}"),
+                        vec![b'x'; 64],
+                    ))
+                    .await
+                    .unwrap();
+                handles.push(h);
+                // Collect as we go, as a sink would.
+                while let Some(Some(c)) = handles.next().now_or_never() {
+                    ok += usize::from(c.unwrap().outcome == Outcome::Accepted);
+                }
+            }
+            while let Some(c) = handles.next().await {
+                ok += usize::from(c.unwrap().outcome == Outcome::Accepted);
+            }
+            ok
+        })
+        .await
+        .unwrap();
+        let rate = n as f64 / t0.elapsed().as_secs_f64();
+        println!(
+            "round {round}: bare fe2o3 sender {:.0}/s, C2dClient {rate:.0}/s, ratio {:.2}",
+            raw.per_second,
+            rate / raw.per_second
+        );
+        assert_eq!(ok, n);
+        Arc::try_unwrap(client)
+            .unwrap()
+            .close(Duration::from_secs(2))
+            .await;
+    }
 }
