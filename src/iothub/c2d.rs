@@ -157,11 +157,16 @@ impl C2dMessage {
 
     /// The AMQP message as sent on `/messages/devicebound`.
     pub fn to_amqp(&self) -> Message<Data> {
+        self.clone().into_amqp()
+    }
+
+    /// Like [`C2dMessage::to_amqp`], without copying the body.
+    pub fn into_amqp(self) -> Message<Data> {
         let mut props = Properties::builder()
             .to(format!("/devices/{}/messages/devicebound", self.device_id))
-            .message_id(self.message_id.clone());
-        if let Some(c) = &self.correlation_id {
-            props = props.correlation_id(c.clone());
+            .message_id(self.message_id);
+        if let Some(c) = self.correlation_id {
+            props = props.correlation_id(c);
         }
         if let Some(t) = self.expiry {
             let ms = t
@@ -177,7 +182,7 @@ impl C2dMessage {
                     .insert("iothub-ack", self.ack.as_str())
                     .build(),
             )
-            .data(Binary::from(self.body.clone()))
+            .data(Binary::from(self.body))
             .build()
     }
 }
@@ -798,9 +803,10 @@ impl C2dClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         let device: Arc<str> = Arc::from(msg.device_id.as_str());
+        // (built here, in the caller's task, so the driver only moves it to the link)
         let job = Job {
             id,
-            sendable: Box::new(Sendable::builder().message(msg.to_amqp()).build()),
+            sendable: Box::new(Sendable::builder().message(msg.into_amqp()).build()),
             first_sent: None,
             last_sent: None,
             attempts: 0,
@@ -1526,7 +1532,7 @@ pub async fn raw_send_rate(
         );
         m.ack = AckMode::None;
         let fut = sender
-            .send_batchable(m.to_amqp())
+            .send_batchable(m.into_amqp())
             .await
             .map_err(|e| ConnectError::Amqp {
                 stage: "send",
