@@ -3,7 +3,7 @@
 use iotconnect::config::Secret;
 use iotconnect::emulator::{Emulator, EmulatorOptions};
 use iotconnect::iothub::c2d::{
-    raw_send_rate, AckMode, C2dClient, C2dMessage, C2dOptions, Completion, Outcome,
+    raw_send_rate, AckMode, C2dClient, C2dMessage, C2dOptions, ClientClosed, Completion, Outcome,
 };
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::iothub::ratelimit::Backoff;
@@ -379,10 +379,7 @@ async fn dropped_connection_resends_unsettled_without_loss() {
             "every message reached the hub"
         );
         assert_ordered(&order);
-        std::sync::Arc::try_unwrap(client)
-            .unwrap()
-            .close(Duration::from_secs(5))
-            .await;
+        client.close(Duration::from_secs(5)).await;
         emu.shutdown().await;
     })
     .await
@@ -714,6 +711,55 @@ async fn expiry_and_positive_only_feedback() {
             "no feedback for a rejection with positive-only"
         );
         client.close(Duration::from_secs(5)).await;
+        emu.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_drains_then_gives_up_on_stuck_messages() {
+    bounded(async {
+        let emu = start(EmulatorOptions::default()).await;
+        let client = std::sync::Arc::new(C2dClient::connect(client_opts(&emu)).await.unwrap());
+        let mut handles = Vec::new();
+        for i in 0..52 {
+            handles.push(
+                client
+                    .send(C2dMessage::new("stuck", format!("m-{i}"), "x"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let ok = client
+            .send(C2dMessage::new("fine", "m-52", "y"))
+            .await
+            .unwrap();
+        wait_for("the device queue to fill", Duration::from_secs(10), || {
+            client.metrics().snapshot().device_queue_full > 0
+        })
+        .await;
+        // Drain for a while: the 2 messages over the queue depth cannot complete.
+        let shared = client.clone();
+        shared.close(Duration::from_millis(300)).await;
+        assert_eq!(ok.await.unwrap().outcome, Outcome::Accepted);
+        let mut accepted = 0;
+        let mut closed = 0;
+        for h in handles {
+            match h.await {
+                Ok(c) if c.outcome == Outcome::Accepted => accepted += 1,
+                Err(ClientClosed) => closed += 1,
+                Ok(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((accepted, closed), (50, 2));
+        assert_eq!(
+            client
+                .send(C2dMessage::new("fine", "late", "z"))
+                .await
+                .unwrap_err(),
+            ClientClosed
+        );
+        client.close(Duration::from_secs(1)).await; // a second close returns at once
         emu.shutdown().await;
     })
     .await

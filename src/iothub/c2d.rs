@@ -745,8 +745,8 @@ pub struct C2dClient {
     tx: mpsc::Sender<Request>,
     next_id: AtomicU64,
     metrics: Arc<C2dMetrics>,
-    abort: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    control: watch::Sender<Control>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
     feedback: std::sync::Mutex<Option<mpsc::Receiver<FeedbackBatch>>>,
 }
 
@@ -770,7 +770,7 @@ impl C2dClient {
         };
         let first = Connected::open(&opts, &metrics, feedback_tx.as_ref()).await?;
         let (tx, rx) = mpsc::channel(opts.max_in_flight.max(1));
-        let (abort, abort_rx) = watch::channel(false);
+        let (control, control_rx) = watch::channel(Control::Run);
         let driver = Driver {
             limiter: RateLimiter::new(opts.max_sends_per_second, Instant::now()),
             opts: opts.clone(),
@@ -784,15 +784,15 @@ impl C2dClient {
             in_flight: 0,
             metrics: metrics.clone(),
             feedback_tx,
-            abort: abort_rx,
+            control: control_rx,
         };
         let task = tokio::spawn(driver.run(first));
         Ok(C2dClient {
             tx,
             next_id: AtomicU64::new(1),
             metrics,
-            abort,
-            task,
+            control,
+            task: std::sync::Mutex::new(Some(task)),
             feedback: std::sync::Mutex::new(feedback_rx),
         })
     }
@@ -829,18 +829,18 @@ impl C2dClient {
         self.feedback.lock().ok().and_then(|mut g| g.take())
     }
 
-    /// Stops accepting messages, waits up to `drain` for pending ones to complete, then closes the
-    /// connection. Messages still pending after `drain` resolve to [`ClientClosed`].
-    pub async fn close(self, drain: Duration) {
-        let C2dClient {
-            tx,
-            abort,
-            mut task,
-            ..
-        } = self;
-        drop(tx);
+    /// Stops accepting messages (later `send`s fail with [`ClientClosed`]), waits up to `drain` for
+    /// the pending ones to complete, then closes the connection. Messages still pending after
+    /// `drain` resolve to [`ClientClosed`]. Takes `&self` so a client shared in an `Arc` can be
+    /// closed; a second call returns at once.
+    pub async fn close(&self, drain: Duration) {
+        let _ = self.control.send(Control::Drain);
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        let Some(mut task) = task else {
+            return;
+        };
         if tokio::time::timeout(drain, &mut task).await.is_err() {
-            let _ = abort.send(true);
+            let _ = self.control.send(Control::Abort);
             let _ = task.await;
         }
     }
@@ -1010,7 +1010,7 @@ enum Event {
     Feedback(Result<FeedbackExit, tokio::task::JoinError>),
     Request(Option<Request>),
     Wake,
-    Abort(bool),
+    Control(bool),
 }
 
 struct Driver {
@@ -1027,7 +1027,17 @@ struct Driver {
     limiter: RateLimiter,
     metrics: Arc<C2dMetrics>,
     feedback_tx: Option<mpsc::Sender<FeedbackBatch>>,
-    abort: watch::Receiver<bool>,
+    control: watch::Receiver<Control>,
+}
+
+/// What [`C2dClient::close`] asks of the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    Run,
+    /// Take no new messages; finish the pending ones.
+    Drain,
+    /// Give up on everything pending.
+    Abort,
 }
 
 impl Driver {
@@ -1062,12 +1072,15 @@ impl Driver {
                     loop {
                         tokio::select! {
                             _ = &mut sleep => break,
-                            r = self.abort.changed(), if !abort_gone => match r {
-                                Ok(()) if *self.abort.borrow() => {
-                                    self.fail_all();
-                                    return;
-                                }
-                                Ok(()) => {}
+                            r = self.control.changed(), if !abort_gone => match r {
+                                Ok(()) => match { let ctl = *self.control.borrow(); ctl } {
+                                    Control::Abort => {
+                                        self.fail_all();
+                                        return;
+                                    }
+                                    Control::Drain => self.rx.close(),
+                                    Control::Run => {}
+                                },
                                 // The client was dropped without `close`: no abort can come.
                                 Err(_) => abort_gone = true,
                             },
@@ -1211,7 +1224,7 @@ impl Driver {
                 r = self.rx.recv(), if can_take => Event::Request(r),
                 _ = &mut wake, if !wake_fired => Event::Wake,
                 r = async { c.feedback_task.as_mut().expect("guarded").await }, if c.feedback_task.is_some() => Event::Feedback(r),
-                r = self.abort.changed(), if !abort_gone => Event::Abort(r.is_ok()),
+                r = self.control.changed(), if !abort_gone => Event::Control(r.is_ok()),
             };
             let mut lost = None;
             match ev {
@@ -1253,12 +1266,15 @@ impl Driver {
                         }
                     }
                 }
-                Event::Abort(true) => {
-                    if *self.abort.borrow() {
-                        return (c, Stop::Abort);
+                Event::Control(true) => {
+                    let ctl = *self.control.borrow();
+                    match ctl {
+                        Control::Abort => return (c, Stop::Abort),
+                        Control::Drain => self.rx.close(),
+                        Control::Run => {}
                     }
                 }
-                Event::Abort(false) => abort_gone = true,
+                Event::Control(false) => abort_gone = true,
             }
             if lost.is_none() {
                 // Take whatever else is ready without going through select again.
