@@ -1041,6 +1041,10 @@ enum Control {
 }
 
 impl Driver {
+    fn control_now(&self) -> Control {
+        *self.control.borrow()
+    }
+
     fn finished(&self) -> bool {
         (self.input_closed || (self.rx.is_closed() && self.rx.is_empty())) && self.pending == 0
     }
@@ -1073,7 +1077,7 @@ impl Driver {
                         tokio::select! {
                             _ = &mut sleep => break,
                             r = self.control.changed(), if !abort_gone => match r {
-                                Ok(()) => match { let ctl = *self.control.borrow(); ctl } {
+                                Ok(()) => match self.control_now() {
                                     Control::Abort => {
                                         self.fail_all();
                                         return;
@@ -1266,14 +1270,11 @@ impl Driver {
                         }
                     }
                 }
-                Event::Control(true) => {
-                    let ctl = *self.control.borrow();
-                    match ctl {
-                        Control::Abort => return (c, Stop::Abort),
-                        Control::Drain => self.rx.close(),
-                        Control::Run => {}
-                    }
-                }
+                Event::Control(true) => match self.control_now() {
+                    Control::Abort => return (c, Stop::Abort),
+                    Control::Drain => self.rx.close(),
+                    Control::Run => {}
+                },
                 Event::Control(false) => abort_gone = true,
             }
             if lost.is_none() {
