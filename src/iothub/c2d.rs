@@ -924,6 +924,15 @@ impl Connected {
         let renew_at = renew_deadline(opts, link.token_expiry);
         metrics.connects.fetch_add(1, Ordering::Relaxed);
         metrics.connected.store(true, Ordering::Relaxed);
+        if let Ok(ep) = Endpoint::for_options(opts) {
+            tracing::info!(
+                host = %ep.host,
+                port = ep.port,
+                tls = ep.tls,
+                feedback = feedback_tx.is_some(),
+                "C2D sender attached to {DEVICEBOUND_ADDRESS}"
+            );
+        }
         Ok(Connected {
             link,
             sender,
