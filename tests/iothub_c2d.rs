@@ -3,7 +3,8 @@
 use iotconnect::config::Secret;
 use iotconnect::emulator::{Emulator, EmulatorOptions};
 use iotconnect::iothub::c2d::{
-    raw_send_rate, AckMode, C2dClient, C2dMessage, C2dOptions, ClientClosed, Completion, Outcome,
+    raw_send_rate, AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed,
+    Completion, Outcome,
 };
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::iothub::ratelimit::Backoff;
@@ -760,6 +761,53 @@ async fn close_drains_then_gives_up_on_stuck_messages() {
             ClientClosed
         );
         client.close(Duration::from_secs(1)).await; // a second close returns at once
+        emu.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_plain_reconnects_for_a_fresh_token_without_resending() {
+    bounded(async {
+        let emu = start(EmulatorOptions::default()).await;
+        let mut o = client_opts(&emu);
+        o.auth = AuthMethod::SaslPlain;
+        o.hub_name = Some(emu.info().hub_name.clone());
+        o.token_ttl = Duration::from_secs(3);
+        let client = C2dClient::connect(o.clone()).await.unwrap();
+        let t0 = std::time::Instant::now();
+        let mut handles = Vec::new();
+        let mut i = 0;
+        while t0.elapsed() < Duration::from_secs(5) {
+            handles.push(
+                client
+                    .send(C2dMessage::new(
+                        format!("d{}", i % 10),
+                        format!("m-{i}"),
+                        "x",
+                    ))
+                    .await
+                    .unwrap(),
+            );
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for h in handles {
+            let c = h.await.unwrap();
+            assert_eq!(c.outcome, Outcome::Accepted);
+            assert_eq!(c.attempts, 1, "drained before reconnecting: nothing resent");
+        }
+        let m = client.metrics().snapshot();
+        assert!(
+            m.reconnects >= 1,
+            "a fresh token needs a new connection: {m:?}"
+        );
+        assert_eq!(m.token_renewals, 0);
+        client.close(Duration::from_secs(5)).await;
+        // Wrong user name (hub) is refused as an authentication error.
+        o.hub_name = Some("otherhub".into());
+        let e = C2dClient::connect(o).await.unwrap_err();
+        assert!(e.is_auth(), "{e}");
         emu.shutdown().await;
     })
     .await

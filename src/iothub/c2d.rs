@@ -341,6 +341,23 @@ pub struct C2dOptions {
     /// Attach the feedback receiver and deliver batches through [`C2dClient::take_feedback`].
     pub feedback: bool,
     pub container_id: String,
+    /// How to present the SAS token.
+    pub auth: AuthMethod,
+    /// Hub name for the SASL PLAIN user name `<policy>@sas.root.<hub>`; default: the first label
+    /// of `HostName` (set it when `HostName` is an address, e.g. for an emulator).
+    pub hub_name: Option<String>,
+}
+
+/// How the client authenticates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// SASL ANONYMOUS, then put-token on `$cbs`; renewed on the open connection (default).
+    #[default]
+    Cbs,
+    /// SASL PLAIN with `<policy>@sas.root.<hub>` and the token as password (what the Java
+    /// service SDK used). The token cannot be renewed on a connection: before it expires the
+    /// client stops sending, lets the in-flight messages settle and reconnects with a fresh one.
+    SaslPlain,
 }
 
 impl C2dOptions {
@@ -360,6 +377,8 @@ impl C2dOptions {
             retry_timeout: None,
             feedback: false,
             container_id: format!("iotconnect-c2d-{}", uuid::Uuid::new_v4()),
+            auth: AuthMethod::Cbs,
+            hub_name: None,
         }
     }
 }
@@ -465,6 +484,8 @@ pub enum ConnectError {
     Amqp { stage: &'static str, msg: String },
     #[error("IoT Hub refused the SAS token: {0}")]
     Auth(CbsError),
+    #[error("IoT Hub refused the SASL PLAIN credentials (SASL outcome {0})")]
+    SaslRefused(String),
     #[error("could not create the SAS token: {0}")]
     Token(SasError),
     #[error("timed out after {1:?} while {0}")]
@@ -475,7 +496,7 @@ impl ConnectError {
     /// Credentials problem (as opposed to network trouble).
     pub fn is_auth(&self) -> bool {
         matches!(self, ConnectError::Auth(e) if e.is_refused())
-            || matches!(self, ConnectError::Token(_))
+            || matches!(self, ConnectError::Token(_) | ConnectError::SaslRefused(_))
     }
 }
 
@@ -575,7 +596,8 @@ async fn with_timeout<T>(
 pub struct AmqpLink {
     pub connection: ConnectionHandle<()>,
     pub session: SessionHandle<()>,
-    pub cbs: CbsClient,
+    /// `None` with SASL PLAIN (the token went in the SASL exchange).
+    pub cbs: Option<CbsClient>,
     /// Token expiry (epoch seconds).
     pub token_expiry: u64,
 }
@@ -589,9 +611,28 @@ impl std::fmt::Debug for AmqpLink {
 }
 
 impl AmqpLink {
-    /// Dials, opens connection and session, and puts a service token on `$cbs`.
+    /// Dials, opens connection and session, and authenticates: a service token put on `$cbs`, or
+    /// given as the SASL PLAIN password.
     pub async fn open(opts: &C2dOptions) -> Result<AmqpLink, ConnectError> {
         let ep = Endpoint::for_options(opts)?;
+        let (profile, plain_expiry) = match opts.auth {
+            AuthMethod::Cbs => (SaslProfile::Anonymous, None),
+            AuthMethod::SaslPlain => {
+                let (token, expiry) = opts
+                    .connection
+                    .token(opts.token_ttl)
+                    .map_err(ConnectError::Token)?;
+                let hub = opts
+                    .hub_name
+                    .clone()
+                    .unwrap_or_else(|| opts.connection.hub_name().to_string());
+                let profile = SaslProfile::Plain {
+                    username: format!("{}@sas.root.{hub}", opts.connection.key_name),
+                    password: token.expose().to_string(),
+                };
+                (profile, Some(expiry))
+            }
+        };
         let t = opts.operation_timeout;
         let addr = format!("{}:{}", ep.host, ep.port);
         let tcp = with_timeout("connecting", t, tokio::net::TcpStream::connect(&addr))
@@ -605,7 +646,7 @@ impl AmqpLink {
             .container_id(opts.container_id.clone())
             .hostname(opts.connection.host())
             .scheme("amqp")
-            .sasl_profile(SaslProfile::Anonymous);
+            .sasl_profile(profile);
         let connection = if ep.tls {
             // Azure style: TLS first, no AMQP TLS protocol header (what `alt_tls_establishment`
             // does); done here so IP-address hosts and custom CAs work too.
@@ -629,9 +670,14 @@ impl AmqpLink {
             )
             .await?
         }
-        .map_err(|e| ConnectError::Amqp {
-            stage: "open",
-            msg: e.to_string(),
+        .map_err(|e| match e {
+            fe2o3_amqp::connection::OpenError::SaslError { code, .. } => {
+                ConnectError::SaslRefused(format!("{code:?}"))
+            }
+            e => ConnectError::Amqp {
+                stage: "open",
+                msg: e.to_string(),
+            },
         })?;
         let mut connection = connection;
         let mut session =
@@ -646,14 +692,28 @@ impl AmqpLink {
                 }
                 Err(e) => return Err(e),
             };
+        if let Some(expiry) = plain_expiry {
+            return Ok(AmqpLink {
+                connection,
+                session,
+                cbs: None,
+                token_expiry: expiry,
+            });
+        }
         let tag = uuid::Uuid::new_v4().simple().to_string();
-        let cbs = with_timeout("attaching $cbs", t, CbsClient::attach(&mut session, &tag))
-            .await?
-            .map_err(ConnectError::Auth)?;
+        let cbs =
+            match with_timeout("attaching $cbs", t, CbsClient::attach(&mut session, &tag)).await {
+                Ok(Ok(cbs)) => cbs,
+                Ok(Err(e)) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close()).await;
+                    return Err(ConnectError::Auth(e));
+                }
+                Err(e) => return Err(e),
+            };
         let mut link = AmqpLink {
             connection,
             session,
-            cbs,
+            cbs: Some(cbs),
             token_expiry: 0,
         };
         if let Err(e) = link.put_token(opts).await {
@@ -669,15 +729,18 @@ impl AmqpLink {
             .connection
             .token(opts.token_ttl)
             .map_err(ConnectError::Token)?;
-        self.cbs
-            .put_token(
-                opts.connection.audience(),
-                &token,
-                SAS_TOKEN_TYPE,
-                opts.operation_timeout,
-            )
-            .await
-            .map_err(ConnectError::Auth)?;
+        let cbs = self.cbs.as_mut().ok_or(ConnectError::Amqp {
+            stage: "put-token",
+            msg: "no $cbs links on a SASL PLAIN connection".into(),
+        })?;
+        cbs.put_token(
+            opts.connection.audience(),
+            &token,
+            SAS_TOKEN_TYPE,
+            opts.operation_timeout,
+        )
+        .await
+        .map_err(ConnectError::Auth)?;
         self.token_expiry = expiry;
         Ok(())
     }
@@ -710,7 +773,9 @@ impl AmqpLink {
             ..
         } = self;
         let d = Duration::from_secs(2);
-        let _ = tokio::time::timeout(d, cbs.close()).await;
+        if let Some(cbs) = cbs {
+            let _ = tokio::time::timeout(d, cbs.close()).await;
+        }
         let _ = tokio::time::timeout(d, session.end()).await;
         let _ = tokio::time::timeout(d, connection.close()).await;
     }
@@ -1153,13 +1218,24 @@ impl Driver {
         let wake = tokio::time::sleep_until(armed);
         tokio::pin!(wake);
         let mut wake_fired = false;
+        // SASL PLAIN token near expiry: no new sends; reconnect once nothing is in flight.
+        let mut reauth = false;
         loop {
             if self.finished() {
                 return (c, Stop::Done);
             }
+            if reauth && self.in_flight == 0 {
+                self.drain_ready(&mut inflight);
+                return (
+                    c,
+                    Stop::Lost(
+                        "SAS token near expiry; reconnecting with a fresh one (SASL PLAIN)".into(),
+                    ),
+                );
+            }
             // Fill the pipeline.
             let mut limiter_wake = None;
-            while self.in_flight < max {
+            while self.in_flight < max && !reauth {
                 let Some(dev) = self.ready.front().cloned() else {
                     break;
                 };
@@ -1268,6 +1344,9 @@ impl Driver {
                     self.release_timers();
                     if self.in_flight > 0 && now >= last_progress + t {
                         lost = Some(format!("no settlement within {t:?}"));
+                    } else if now >= c.renew_at && c.link.cbs.is_none() {
+                        reauth = true;
+                        c.renew_at = now + Duration::from_secs(86400 * 365);
                     } else if now >= c.renew_at {
                         match c.link.put_token(&self.opts).await {
                             Ok(()) => {
