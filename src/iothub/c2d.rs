@@ -6,6 +6,9 @@
 //! session. Authentication is CBS: an IoT Hub service SAS token (`sr` = HostName, HMAC keyed with
 //! the base64-decoded policy key) put on `$cbs` by [`CbsClient`] (any 2xx accepted) and put again
 //! at 80% of its lifetime on the same links, so the sender never detaches for a renewal.
+//! Alternatively ([`AuthMethod::SaslPlain`], what the Java service SDK did) the token is the SASL
+//! PLAIN password of `<policy>@sas.root.<hub>`; it cannot be renewed on a connection, so before it
+//! expires the client stops sending, lets in-flight messages settle and reconnects.
 //! One sender link targets `/messages/devicebound`; each message carries `to =
 //! /devices/{id}/messages/devicebound`, `message-id`, optional `correlation-id` and
 //! `absolute-expiry-time`, application property `iothub-ack` and a single `data` body section.
@@ -45,6 +48,12 @@
 //! `max_sends_per_second > 0`: a GCRA token bucket plus a sliding-window cap, so no 1-second window
 //! ever holds more sends than the limit. `0`: unlimited until throttled, then AIMD (halve the achieved
 //! rate, +5% of it per second without throttling). Both apply together (the lower wins).
+//!
+//! # Backpressure
+//! [`C2dClient::send`] waits while `max_queued` messages are pending (queued or in flight). A
+//! device whose queue stays full keeps its messages pending, so a flood for one stuck device can
+//! fill `max_queued` and hold back the caller; `retry_timeout` bounds how long that lasts.
+//! Device ids go into `to` unescaped, as the Java service SDK sent them.
 //!
 //! # Reconnection
 //! Any connection, session or link failure (or a settlement missing for `operation_timeout`) closes
