@@ -272,7 +272,8 @@ async fn rust_sdk_reads_management_and_every_start_position() {
 
     c.close().await.ok();
     c2.close().await.ok();
-    assert!(emu.stats().events_delivered >= 5 + 3 + 4 + 2 + 1 + 1 + 6 + 1);
+    let expected_deliveries: u64 = 5 + 3 + 4 + 2 + 1 + 1 + 6 + 1;
+    assert!(emu.stats().events_delivered >= expected_deliveries);
     emu.shutdown().await;
 }
 

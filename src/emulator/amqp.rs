@@ -6,12 +6,15 @@ use super::auth::{EmulatorSasl, SharedConnAuth};
 use super::c2d::{C2dRefusal, IncomingC2d};
 use super::hub::{Eviction, Hub};
 use super::store::{parse_selector, Event, PropValue, StartFilter};
+use fe2o3_amqp::acceptor::SupportedReceiverSettleModes;
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerConnectionHandle,
     ListenerSessionHandle, SessionAcceptor,
 };
 use fe2o3_amqp::link::{Receiver, Sender};
-use fe2o3_amqp::types::definitions::{self, ErrorCondition, Role, SenderSettleMode};
+use fe2o3_amqp::types::definitions::{
+    self, ErrorCondition, ReceiverSettleMode, Role, SenderSettleMode,
+};
 use fe2o3_amqp::types::messaging::{
     AmqpValue, ApplicationProperties, Body, Data, Message, MessageAnnotations, MessageId, Outcome,
     Properties,
@@ -182,16 +185,12 @@ where
         .fetch_sub(1, Ordering::Relaxed);
 }
 
+type ReplyQueue = mpsc::UnboundedSender<Message<AmqpValue<Value>>>;
+
 /// Reply links of one session: node (`$cbs`/`$management`) → (target address, queue).
 #[derive(Default)]
 struct ReplyLinks {
-    links: Mutex<
-        Vec<(
-            String,
-            String,
-            mpsc::UnboundedSender<Message<AmqpValue<Value>>>,
-        )>,
-    >,
+    links: Mutex<Vec<(String, String, ReplyQueue)>>,
     added: Notify,
 }
 
@@ -266,10 +265,7 @@ fn partition_address(path: &str) -> Option<(&str, &str, &str)> {
 
 /// Accepts a link and at once detaches it with `error`: how Azure refuses an attach.
 async fn refuse(
-    links: &LinkAcceptor<
-        fn(fe2o3_amqp::types::messaging::Source) -> Option<fe2o3_amqp::types::messaging::Source>,
-        fn(fe2o3_amqp::types::messaging::Target) -> Option<fe2o3_amqp::types::messaging::Target>,
-    >,
+    links: &Links,
     attach: fe2o3_amqp::types::performatives::Attach,
     session: &mut ListenerSessionHandle,
     error: definitions::Error,
@@ -312,7 +308,11 @@ fn server_busy() -> definitions::Error {
 }
 
 async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth: SharedConnAuth) {
+    // Like Azure, settle in "first" mode only: uamqp-based service clients ask for "second" but then
+    // wait for a settled disposition, which a "second"-mode receiver never sends first.
     let links: Links = LinkAcceptor::builder()
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
         .properties(emulator_fields())
         .build();
     let replies = Arc::new(ReplyLinks::default());
@@ -612,10 +612,12 @@ async fn request_loop(
         };
         let props = msg.properties.as_ref();
         let reply_to = props.and_then(|p| p.reply_to.clone());
-        let mut reply_props = Properties::default();
-        reply_props.correlation_id = props.and_then(|p| p.message_id.clone());
-        reply_props.message_id = Some(MessageId::String(uuid::Uuid::new_v4().to_string()));
-        reply_props.to = reply_to.clone();
+        let reply_props = Properties {
+            correlation_id: props.and_then(|p| p.message_id.clone()),
+            message_id: Some(MessageId::String(uuid::Uuid::new_v4().to_string())),
+            to: reply_to.clone(),
+            ..Default::default()
+        };
         let reply = Message::builder()
             .properties(reply_props)
             .application_properties(
@@ -919,11 +921,13 @@ pub(crate) fn event_message(ev: &Event) -> Message<Data> {
         );
     let mut builder = Message::builder().message_annotations(ann.build());
     if let Some(p) = &ev.props {
-        let mut props = Properties::default();
-        props.message_id = p.message_id.clone().map(MessageId::String);
-        props.correlation_id = p.correlation_id.clone().map(MessageId::String);
-        props.content_type = p.content_type.clone().map(Symbol::from);
-        props.content_encoding = p.content_encoding.clone().map(Symbol::from);
+        let props = Properties {
+            message_id: p.message_id.clone().map(MessageId::String),
+            correlation_id: p.correlation_id.clone().map(MessageId::String),
+            content_type: p.content_type.clone().map(Symbol::from),
+            content_encoding: p.content_encoding.clone().map(Symbol::from),
+            ..Default::default()
+        };
         if props != Properties::default() {
             builder = builder.properties(props);
         }
@@ -1137,13 +1141,15 @@ async fn feedback_loop(mut tx: Sender, hub: Arc<Hub>) {
             Ok(b) => b,
             Err(_) => continue,
         };
-        let mut props = Properties::default();
-        props.message_id = Some(MessageId::String(uuid::Uuid::new_v4().to_string()));
-        props.content_type = Some(Symbol::from(
-            "application/vnd.microsoft.iothub.feedback.json",
-        ));
-        props.content_encoding = Some(Symbol::from("utf-8"));
-        props.to = Some("/messages/servicebound/feedback".to_string());
+        let props = Properties {
+            message_id: Some(MessageId::String(uuid::Uuid::new_v4().to_string())),
+            content_type: Some(Symbol::from(
+                "application/vnd.microsoft.iothub.feedback.json",
+            )),
+            content_encoding: Some(Symbol::from("utf-8")),
+            to: Some("/messages/servicebound/feedback".to_string()),
+            ..Default::default()
+        };
         let msg = Message::builder()
             .properties(props)
             .data(Binary::from(body))

@@ -57,7 +57,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 
 /// Verifies the `Authorization` header: an IoT Hub SAS token signed with the hub's service policy
 /// key (the emulator has no per-device keys), `sr` = the hub host or `<host>/devices/<id>`.
-fn authorize(hub: &Hub, headers: &HeaderMap, device: &str) -> Result<(), Response> {
+fn authorize(hub: &Hub, headers: &HeaderMap, device: &str) -> Result<(), Box<Response>> {
     if hub.no_auth {
         return Ok(());
     }
@@ -65,11 +65,11 @@ fn authorize(hub: &Hub, headers: &HeaderMap, device: &str) -> Result<(), Respons
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "IotHubUnauthorizedAccess",
             "Authorization header missing (start the emulator with --no-auth to skip)",
-        ));
+        )));
     };
     let parsed = crate::iothub::sas::parse_token(value).map_err(|e| {
         error(
@@ -81,16 +81,22 @@ fn authorize(hub: &Hub, headers: &HeaderMap, device: &str) -> Result<(), Respons
     let (host, path) = super::auth::split_resource(&parsed.resource);
     let path_ok = path.is_empty() || path == format!("devices/{}", device.to_ascii_lowercase());
     if !path_ok || !hub.verifier.iothub_hosts.contains(&host) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "IotHubUnauthorizedAccess",
             "the token's audience does not cover this device",
-        ));
+        )));
     }
     hub.verifier
         .verify_iothub_service(value)
         .map(|_| ())
-        .map_err(|e| error(StatusCode::UNAUTHORIZED, "IotHubUnauthorizedAccess", e))
+        .map_err(|e| {
+            Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "IotHubUnauthorizedAccess",
+                e,
+            ))
+        })
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -107,7 +113,7 @@ async fn device_event(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&s.hub, &headers, &id) {
-        return r;
+        return *r;
     }
     if body.len() > 256 * 1024 {
         return error(
@@ -202,7 +208,7 @@ async fn device_receive(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&s.hub, &headers, &id) {
-        return r;
+        return *r;
     }
     match s.hub.c2d.receive(&id) {
         Some(m) => c2d_response(&m),
@@ -225,7 +231,7 @@ async fn device_settle(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&s.hub, &headers, &id) {
-        return r;
+        return *r;
     }
     let reject = query
         .unwrap_or_default()
@@ -244,7 +250,7 @@ async fn device_abandon(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&s.hub, &headers, &id) {
-        return r;
+        return *r;
     }
     if s.hub.c2d.abandon(&id, &etag) {
         StatusCode::NO_CONTENT.into_response()

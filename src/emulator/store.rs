@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn fnv1a_is_stable() {
         // FNV-1a 32 of "a" is 0xe40c292c.
-        assert_eq!(partition_for("a", u32::MAX), 0xe40c292c % u32::MAX);
+        assert_eq!(partition_for("a", u32::MAX), 0xe40c292c);
         assert_eq!(partition_for("dev-1", 4), partition_for("dev-1", 4));
         assert!(partition_for("anything", 4) < 4);
     }
