@@ -367,6 +367,8 @@ async fn dropped_connection_resends_unsettled_without_loss() {
         let emu = start(EmulatorOptions::default()).await;
         let mut o = client_opts(&emu);
         o.max_sends_per_second = 2000;
+        // Long, so a loss noticed only by the stall timer would fail the timing check below.
+        o.operation_timeout = Duration::from_secs(60);
         let client = std::sync::Arc::new(C2dClient::connect(o).await.unwrap());
         let devices: Vec<String> = (0..40).map(|i| format!("dev-{i}")).collect();
         let c2 = client.clone();
@@ -379,7 +381,12 @@ async fn dropped_connection_resends_unsettled_without_loss() {
         })
         .await;
         emu.faults().drop_connections();
+        let dropped_at = std::time::Instant::now();
         let done = sender.await.unwrap();
+        assert!(
+            dropped_at.elapsed() < Duration::from_secs(30),
+            "the forced close was noticed at once, not by the stall timer"
+        );
         assert!(done.iter().all(|c| c.outcome == Outcome::Accepted));
         let m = client.metrics().snapshot();
         assert!(m.reconnects >= 1, "{m:?}");
@@ -407,6 +414,12 @@ async fn refused_tokens_for_a_while_then_recovers() {
         assert!(done.iter().all(|c| c.outcome == Outcome::Accepted));
         let m = client.metrics().snapshot();
         assert!(m.reconnects >= 1, "{m:?}");
+        let st = emu.stats();
+        assert!(
+            st.tokens_refused >= 1,
+            "reconnects were refused first: {st:?}"
+        );
+        assert!(st.connections_opened >= 3, "{st:?}");
         client.close(Duration::from_secs(5)).await;
         emu.shutdown().await;
     })
@@ -462,6 +475,12 @@ async fn token_is_renewed_without_dropping_the_link() {
         assert!(m.token_renewals >= 2, "{m:?}");
         assert_eq!(m.connects, 1, "the connection was never replaced: {m:?}");
         assert_eq!(m.reconnects, 0);
+        let st = emu.stats();
+        assert_eq!(st.connections_opened, 1, "{st:?}");
+        assert!(
+            st.tokens_accepted >= 3,
+            "the hub took the renewed tokens: {st:?}"
+        );
         client.close(Duration::from_secs(5)).await;
         emu.shutdown().await;
     })

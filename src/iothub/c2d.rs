@@ -1090,6 +1090,8 @@ enum Stop {
 
 enum Event {
     Settled(Arc<str>, Attempt),
+    /// The connection's event loop stopped (the peer closed it, or the transport failed).
+    ConnectionClosed(Option<String>),
     Feedback(Result<FeedbackExit, tokio::task::JoinError>),
     Request(Option<Request>),
     Wake,
@@ -1321,6 +1323,7 @@ impl Driver {
                 Some((dev, a)) = inflight.next(), if !inflight.is_empty() => Event::Settled(dev, a),
                 r = self.rx.recv(), if can_take => Event::Request(r),
                 _ = &mut wake, if !wake_fired => Event::Wake,
+                r = c.link.connection.on_close() => Event::ConnectionClosed(r.err().map(|e| e.to_string())),
                 r = async { c.feedback_task.as_mut().expect("guarded").await }, if c.feedback_task.is_some() => Event::Feedback(r),
                 r = self.control.changed(), if !abort_gone => Event::Control(r.is_ok()),
             };
@@ -1332,6 +1335,12 @@ impl Driver {
                 }
                 Event::Request(Some(r)) => self.enqueue(r),
                 Event::Request(None) => self.input_closed = true,
+                Event::ConnectionClosed(err) => {
+                    lost = Some(match err {
+                        Some(e) => format!("connection closed: {e}"),
+                        None => "connection closed by the peer".to_string(),
+                    });
+                }
                 Event::Feedback(r) => {
                     c.feedback_task = None;
                     match r {
