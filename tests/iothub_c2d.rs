@@ -841,3 +841,35 @@ async fn sasl_plain_reconnects_for_a_fresh_token_without_resending() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_survives_a_reconnection() {
+    bounded(async {
+        let emu = start(EmulatorOptions::default()).await;
+        let mut o = client_opts(&emu);
+        o.feedback = true;
+        let client = C2dClient::connect(o).await.unwrap();
+        let mut fb = client.take_feedback().unwrap();
+        let mut m = C2dMessage::new("dev-r", "m-0", "before");
+        m.ack = AckMode::Full;
+        assert_eq!(
+            client.send(m).await.unwrap().await.unwrap().outcome,
+            Outcome::Accepted
+        );
+        emu.faults().drop_connections();
+        wait_for("the reconnection", Duration::from_secs(10), || {
+            let m = client.metrics().snapshot();
+            m.reconnects >= 1 && m.connected
+        })
+        .await;
+        let got = emu.device_receive("dev-r").unwrap();
+        assert!(emu.device_settle("dev-r", got.etag().unwrap(), false));
+        let b = fb.recv().await.unwrap();
+        assert_eq!(b.records[0].original_message_id.as_deref(), Some("m-0"));
+        assert_eq!(b.records[0].status_code.as_deref(), Some("Success"));
+        b.ack.accept();
+        client.close(Duration::from_secs(5)).await;
+        emu.shutdown().await;
+    })
+    .await
+}
