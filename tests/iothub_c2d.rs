@@ -287,6 +287,7 @@ async fn throttling_slows_down_and_loses_nothing() {
         assert!(done.iter().all(|c| c.outcome == Outcome::Accepted));
         let m = client.metrics().snapshot();
         assert!(m.throttled > 0, "the hub throttled: {m:?}");
+        assert!(m.rate_limit.is_some(), "AIMD set a rate: {m:?}");
         assert_eq!(m.accepted, 600);
         let order = per_device_order(&emu);
         assert_eq!(order.values().map(|v| v.len()).sum::<usize>(), 600);

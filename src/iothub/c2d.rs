@@ -411,12 +411,14 @@ pub struct C2dMetrics {
     pub reconnects: AtomicU64,
     pub connects: AtomicU64,
     pub token_renewals: AtomicU64,
+    /// Send-rate limit in force, in thousandths of a message per second (0 = unlimited).
+    pub rate_limit_millis: AtomicU64,
     pub connected: AtomicBool,
     pub feedback: Arc<FeedbackMetrics>,
 }
 
 /// A point-in-time copy of [`C2dMetrics`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct C2dMetricsSnapshot {
     pub sent: u64,
     pub accepted: u64,
@@ -434,6 +436,8 @@ pub struct C2dMetricsSnapshot {
     pub reconnects: u64,
     pub connects: u64,
     pub token_renewals: u64,
+    /// Send-rate limit in force (messages/s; `None` = unlimited).
+    pub rate_limit: Option<f64>,
     pub connected: bool,
     pub feedback_records: u64,
     pub feedback_accepted: u64,
@@ -459,6 +463,10 @@ impl C2dMetrics {
             reconnects: g(&self.reconnects),
             connects: g(&self.connects),
             token_renewals: g(&self.token_renewals),
+            rate_limit: match g(&self.rate_limit_millis) {
+                0 => None,
+                m => Some(m as f64 / 1000.0),
+            },
             connected: self.connected.load(Ordering::Relaxed),
             feedback_records: g(&self.feedback.records),
             feedback_accepted: g(&self.feedback.accepted),
@@ -1134,7 +1142,15 @@ impl Driver {
         (self.input_closed || (self.rx.is_closed() && self.rx.is_empty())) && self.pending == 0
     }
 
-    fn gauges(&self) {
+    fn gauges(&mut self) {
+        let rate = self
+            .limiter
+            .rate()
+            .map(|r| (r * 1000.0).round().max(1.0) as u64)
+            .unwrap_or(0);
+        self.metrics
+            .rate_limit_millis
+            .store(rate, Ordering::Relaxed);
         self.metrics
             .in_flight
             .store(self.in_flight as u64, Ordering::Relaxed);
