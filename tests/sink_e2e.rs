@@ -191,7 +191,7 @@ fn every_input_form_and_both_expiry_spellings() {
         create_topic(&env.bootstrap, t, 1);
     }
     let future = "2099-01-19T19:25:50Z";
-    let future_ms: i64 = 4_072_360_750_000;
+    let future_ms: i64 = 4_072_533_950_000;
     produce_strings(
         &env.bootstrap,
         &t_str,
@@ -357,7 +357,7 @@ fn expired_record_is_a_record_error_and_future_expiry_is_sent() {
     let m = env.device_messages("dev-e");
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].message_id.as_deref(), Some("new"));
-    assert_eq!(m[0].expiry_ms, Some(4_072_360_750_500));
+    assert_eq!(m[0].expiry_ms, Some(4_072_533_950_500));
     wait_until("both committed", Duration::from_secs(15), || {
         committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![2]
     });
