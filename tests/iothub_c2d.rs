@@ -3,7 +3,8 @@
 use iotconnect::config::Secret;
 use iotconnect::emulator::{Emulator, EmulatorOptions};
 use iotconnect::iothub::c2d::{
-    raw_send_rate, AckMode, C2dClient, C2dMessage, C2dOptions, ClientClosed, Completion, Outcome,
+    raw_send_rate, AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed,
+    Completion, Outcome,
 };
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::iothub::ratelimit::Backoff;
@@ -312,42 +313,52 @@ async fn injected_throttling_is_retried() {
     .await
 }
 
+/// Sends `seconds` worth of messages at a fixed limit of `limit`/s and checks the send instants:
+/// never more than `limit` in any 1-second window, and the achieved rate within 2% of it.
+async fn check_fixed_rate(limit: u32, seconds: u32, devices: usize) {
+    let emu = start(EmulatorOptions::default()).await;
+    let mut o = client_opts(&emu);
+    o.max_sends_per_second = limit;
+    let client = C2dClient::connect(o).await.unwrap();
+    let devices: Vec<String> = (0..devices).map(|i| format!("dev-{i}")).collect();
+    let refs: Vec<&str> = devices.iter().map(|s| s.as_str()).collect();
+    let n = (limit * seconds) as usize + limit as usize / 2;
+    let done = send_all(&client, n, &refs).await;
+    assert!(done.iter().all(|c| c.outcome == Outcome::Accepted));
+    let mut at: Vec<std::time::Instant> = done.iter().map(|c| c.sent_at.unwrap()).collect();
+    at.sort();
+    let mut j = 0;
+    let mut max_window = 0;
+    for i in 0..at.len() {
+        while at[i] - at[j] >= Duration::from_secs(1) {
+            j += 1;
+        }
+        max_window = max_window.max(i - j + 1);
+    }
+    assert!(
+        max_window <= limit as usize,
+        "{max_window} sends within 1 s (limit {limit})"
+    );
+    let span = *at.last().unwrap() - at[0];
+    let rate = (at.len() - 1) as f64 / span.as_secs_f64();
+    let lim = f64::from(limit);
+    assert!(
+        (rate - lim).abs() <= lim * 0.02,
+        "send rate {rate:.1}/s is not within 2% of {limit}"
+    );
+    assert_eq!(emu.c2d_messages().len(), n, "the hub saw them all");
+    client.close(Duration::from_secs(5)).await;
+    emu.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_rate_limit_holds_in_every_window() {
-    bounded(async {
-        let emu = start(EmulatorOptions::default()).await;
-        let mut o = client_opts(&emu);
-        o.max_sends_per_second = 100;
-        let client = C2dClient::connect(o).await.unwrap();
-        let devices: Vec<String> = (0..10).map(|i| format!("dev-{i}")).collect();
-        let refs: Vec<&str> = devices.iter().map(|s| s.as_str()).collect();
-        let t0 = std::time::Instant::now();
-        let done = send_all(&client, 250, &refs).await;
-        let took = t0.elapsed();
-        assert!(done.iter().all(|c| c.outcome == Outcome::Accepted));
-        assert!(took >= Duration::from_millis(2300), "too fast: {took:?}");
-        // Send instants (when each transfer was written): never more than 100 in any 1 s window.
-        let mut at: Vec<std::time::Instant> = done.iter().map(|c| c.sent_at.unwrap()).collect();
-        at.sort();
-        let mut j = 0;
-        for i in 0..at.len() {
-            while at[i] - at[j] >= Duration::from_secs(1) {
-                j += 1;
-            }
-            assert!(i - j < 100, "{} sends within 1 s", i - j + 1);
-        }
-        let span = *at.last().unwrap() - at[0];
-        let rate = (at.len() - 1) as f64 / span.as_secs_f64();
-        assert!(
-            (95.0..=102.0).contains(&rate),
-            "send rate {rate:.1}/s (within 2% of 100)"
-        );
-        // The hub saw them all.
-        assert_eq!(emu.c2d_messages().len(), 250);
-        client.close(Duration::from_secs(5)).await;
-        emu.shutdown().await;
-    })
-    .await
+    bounded(check_fixed_rate(100, 2, 10)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rate_500_per_second() {
+    bounded(check_fixed_rate(500, 3, 40)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,6 +367,8 @@ async fn dropped_connection_resends_unsettled_without_loss() {
         let emu = start(EmulatorOptions::default()).await;
         let mut o = client_opts(&emu);
         o.max_sends_per_second = 2000;
+        // Long, so a loss noticed only by the stall timer would fail the timing check below.
+        o.operation_timeout = Duration::from_secs(60);
         let client = std::sync::Arc::new(C2dClient::connect(o).await.unwrap());
         let devices: Vec<String> = (0..40).map(|i| format!("dev-{i}")).collect();
         let c2 = client.clone();
@@ -368,7 +381,12 @@ async fn dropped_connection_resends_unsettled_without_loss() {
         })
         .await;
         emu.faults().drop_connections();
+        let dropped_at = std::time::Instant::now();
         let done = sender.await.unwrap();
+        assert!(
+            dropped_at.elapsed() < Duration::from_secs(30),
+            "the forced close was noticed at once, not by the stall timer"
+        );
         assert!(done.iter().all(|c| c.outcome == Outcome::Accepted));
         let m = client.metrics().snapshot();
         assert!(m.reconnects >= 1, "{m:?}");
@@ -396,6 +414,12 @@ async fn refused_tokens_for_a_while_then_recovers() {
         assert!(done.iter().all(|c| c.outcome == Outcome::Accepted));
         let m = client.metrics().snapshot();
         assert!(m.reconnects >= 1, "{m:?}");
+        let st = emu.stats();
+        assert!(
+            st.tokens_refused >= 1,
+            "reconnects were refused first: {st:?}"
+        );
+        assert!(st.connections_opened >= 3, "{st:?}");
         client.close(Duration::from_secs(5)).await;
         emu.shutdown().await;
     })
@@ -451,6 +475,12 @@ async fn token_is_renewed_without_dropping_the_link() {
         assert!(m.token_renewals >= 2, "{m:?}");
         assert_eq!(m.connects, 1, "the connection was never replaced: {m:?}");
         assert_eq!(m.reconnects, 0);
+        let st = emu.stats();
+        assert_eq!(st.connections_opened, 1, "{st:?}");
+        assert!(
+            st.tokens_accepted >= 3,
+            "the hub took the renewed tokens: {st:?}"
+        );
         client.close(Duration::from_secs(5)).await;
         emu.shutdown().await;
     })
@@ -760,6 +790,85 @@ async fn close_drains_then_gives_up_on_stuck_messages() {
             ClientClosed
         );
         client.close(Duration::from_secs(1)).await; // a second close returns at once
+        emu.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_plain_reconnects_for_a_fresh_token_without_resending() {
+    bounded(async {
+        let emu = start(EmulatorOptions::default()).await;
+        let mut o = client_opts(&emu);
+        o.auth = AuthMethod::SaslPlain;
+        o.hub_name = Some(emu.info().hub_name.clone());
+        o.token_ttl = Duration::from_secs(3);
+        let client = C2dClient::connect(o.clone()).await.unwrap();
+        let t0 = std::time::Instant::now();
+        let mut handles = Vec::new();
+        let mut i = 0;
+        while t0.elapsed() < Duration::from_secs(5) {
+            handles.push(
+                client
+                    .send(C2dMessage::new(
+                        format!("d{}", i % 10),
+                        format!("m-{i}"),
+                        "x",
+                    ))
+                    .await
+                    .unwrap(),
+            );
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for h in handles {
+            let c = h.await.unwrap();
+            assert_eq!(c.outcome, Outcome::Accepted);
+            assert_eq!(c.attempts, 1, "drained before reconnecting: nothing resent");
+        }
+        let m = client.metrics().snapshot();
+        assert!(
+            m.reconnects >= 1,
+            "a fresh token needs a new connection: {m:?}"
+        );
+        assert_eq!(m.token_renewals, 0);
+        client.close(Duration::from_secs(5)).await;
+        // Wrong user name (hub) is refused as an authentication error.
+        o.hub_name = Some("otherhub".into());
+        let e = C2dClient::connect(o).await.unwrap_err();
+        assert!(e.is_auth(), "{e}");
+        emu.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_survives_a_reconnection() {
+    bounded(async {
+        let emu = start(EmulatorOptions::default()).await;
+        let mut o = client_opts(&emu);
+        o.feedback = true;
+        let client = C2dClient::connect(o).await.unwrap();
+        let mut fb = client.take_feedback().unwrap();
+        let mut m = C2dMessage::new("dev-r", "m-0", "before");
+        m.ack = AckMode::Full;
+        assert_eq!(
+            client.send(m).await.unwrap().await.unwrap().outcome,
+            Outcome::Accepted
+        );
+        emu.faults().drop_connections();
+        wait_for("the reconnection", Duration::from_secs(10), || {
+            let m = client.metrics().snapshot();
+            m.reconnects >= 1 && m.connected
+        })
+        .await;
+        let got = emu.device_receive("dev-r").unwrap();
+        assert!(emu.device_settle("dev-r", got.etag().unwrap(), false));
+        let b = fb.recv().await.unwrap();
+        assert_eq!(b.records[0].original_message_id.as_deref(), Some("m-0"));
+        assert_eq!(b.records[0].status_code.as_deref(), Some("Success"));
+        b.ack.accept();
+        client.close(Duration::from_secs(5)).await;
         emu.shutdown().await;
     })
     .await

@@ -6,12 +6,15 @@ use super::auth::{EmulatorSasl, SharedConnAuth};
 use super::c2d::{C2dRefusal, IncomingC2d};
 use super::hub::{Eviction, Hub};
 use super::store::{parse_selector, Event, PropValue, StartFilter};
+use fe2o3_amqp::acceptor::SupportedReceiverSettleModes;
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerConnectionHandle,
     ListenerSessionHandle, SessionAcceptor,
 };
 use fe2o3_amqp::link::{Receiver, Sender};
-use fe2o3_amqp::types::definitions::{self, ErrorCondition, Role, SenderSettleMode};
+use fe2o3_amqp::types::definitions::{
+    self, ErrorCondition, ReceiverSettleMode, Role, SenderSettleMode,
+};
 use fe2o3_amqp::types::messaging::{
     AmqpValue, ApplicationProperties, Body, Data, Message, MessageAnnotations, MessageId, Outcome,
     Properties,
@@ -305,7 +308,11 @@ fn server_busy() -> definitions::Error {
 }
 
 async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth: SharedConnAuth) {
+    // Like Azure, settle in "first" mode only: uamqp-based service clients ask for "second" but then
+    // wait for a settled disposition, which a "second"-mode receiver never sends first.
     let links: Links = LinkAcceptor::builder()
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
         .properties(emulator_fields())
         .build();
     let replies = Arc::new(ReplyLinks::default());

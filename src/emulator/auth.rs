@@ -122,8 +122,9 @@ impl ConnAuth {
 
 pub type SharedConnAuth = Arc<Mutex<ConnAuth>>;
 
-/// SASL: ANONYMOUS (then CBS authorises) and PLAIN with `<policy>@sas.root.<hub>` and an IoT Hub
-/// service SAS token as password (as IoT Hub accepts; see the module docs).
+/// SASL: ANONYMOUS and MSSBCBS (Microsoft's "authorise later on `$cbs`" mechanism, which uamqp-based
+/// clients such as Python's azure-iot-hub insist on; Azure offers it too), both followed by CBS, and
+/// PLAIN with `<policy>@sas.root.<hub>` and an IoT Hub service SAS token as password.
 #[derive(Clone, Debug)]
 pub struct EmulatorSasl {
     pub verifier: Arc<Verifier>,
@@ -175,12 +176,16 @@ impl EmulatorSasl {
 
 impl SaslAcceptor for EmulatorSasl {
     fn mechanisms(&self) -> Array<Symbol> {
-        Array::from(vec![Symbol::from("PLAIN"), Symbol::from("ANONYMOUS")])
+        Array::from(vec![
+            Symbol::from("MSSBCBS"),
+            Symbol::from("PLAIN"),
+            Symbol::from("ANONYMOUS"),
+        ])
     }
 
     fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
         let code = match init.mechanism.as_str() {
-            "ANONYMOUS" => SaslCode::Ok,
+            "ANONYMOUS" | "MSSBCBS" => SaslCode::Ok,
             "PLAIN" => self.plain(&init),
             _ => SaslCode::Auth,
         };

@@ -65,6 +65,23 @@
 //! * **IoT Hub service clients**: `serviceConnectionString` has `HostName=127.0.0.1:PORT`; the service
 //!   SAS audience may be that host name or `<hub>.azure-devices.net`. With `--tls-cert/--tls-key` the
 //!   listener speaks amqps as Azure does (TLS first, no AMQP TLS header).
+//! * **Python `azure-iot-hub`** (uamqp) works against the TLS listener, with two constraints of that
+//!   client: it always dials port 5671 (it drops the port of `HostName`), so run
+//!   `--amqp-listen 127.0.0.1:5671 --tls-cert … --tls-key …`; and it trusts only `certifi`'s bundle,
+//!   so the test CA must be added there (see `tests/python/test_emulator_iothub_c2d.py`).
+//!
+//! # Wire details that clients depend on
+//! * Open, Begin and Attach carry `properties` (and a non-default channel-max / handle-max), so
+//!   every field of those performatives is on the wire: fe2o3 omits trailing null fields (valid AMQP)
+//!   but Microsoft's Python client indexes them unconditionally.
+//! * The listener advertises an MSS of 16 KB: on loopback the Python client otherwise re-sets an MSS
+//!   over 32767 with `setsockopt`, which Linux refuses.
+//! * SASL offers MSSBCBS (uamqp's mechanism; authorisation follows on `$cbs`), PLAIN and ANONYMOUS.
+//! * Links settle in `first` mode only (as Azure): uamqp asks for `second` and then waits for a
+//!   settled disposition.
+//! * Events are sent pre-settled when the receiver's sender-settle-mode allows it (the Rust and
+//!   Python Event Hubs clients ask for `mixed`), so readers send no dispositions; delivery is bounded
+//!   by link credit only.
 
 mod amqp;
 pub mod auth;

@@ -6,6 +6,9 @@
 //! session. Authentication is CBS: an IoT Hub service SAS token (`sr` = HostName, HMAC keyed with
 //! the base64-decoded policy key) put on `$cbs` by [`CbsClient`] (any 2xx accepted) and put again
 //! at 80% of its lifetime on the same links, so the sender never detaches for a renewal.
+//! Alternatively ([`AuthMethod::SaslPlain`], what the Java service SDK did) the token is the SASL
+//! PLAIN password of `<policy>@sas.root.<hub>`; it cannot be renewed on a connection, so before it
+//! expires the client stops sending, lets in-flight messages settle and reconnects.
 //! One sender link targets `/messages/devicebound`; each message carries `to =
 //! /devices/{id}/messages/devicebound`, `message-id`, optional `correlation-id` and
 //! `absolute-expiry-time`, application property `iothub-ack` and a single `data` body section.
@@ -45,6 +48,12 @@
 //! `max_sends_per_second > 0`: a GCRA token bucket plus a sliding-window cap, so no 1-second window
 //! ever holds more sends than the limit. `0`: unlimited until throttled, then AIMD (halve the achieved
 //! rate, +5% of it per second without throttling). Both apply together (the lower wins).
+//!
+//! # Backpressure
+//! [`C2dClient::send`] waits while `max_queued` messages are pending (queued or in flight). A
+//! device whose queue stays full keeps its messages pending, so a flood for one stuck device can
+//! fill `max_queued` and hold back the caller; `retry_timeout` bounds how long that lasts.
+//! Device ids go into `to` unescaped, as the Java service SDK sent them.
 //!
 //! # Reconnection
 //! Any connection, session or link failure (or a settlement missing for `operation_timeout`) closes
@@ -341,6 +350,23 @@ pub struct C2dOptions {
     /// Attach the feedback receiver and deliver batches through [`C2dClient::take_feedback`].
     pub feedback: bool,
     pub container_id: String,
+    /// How to present the SAS token.
+    pub auth: AuthMethod,
+    /// Hub name for the SASL PLAIN user name `<policy>@sas.root.<hub>`; default: the first label
+    /// of `HostName` (set it when `HostName` is an address, e.g. for an emulator).
+    pub hub_name: Option<String>,
+}
+
+/// How the client authenticates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// SASL ANONYMOUS, then put-token on `$cbs`; renewed on the open connection (default).
+    #[default]
+    Cbs,
+    /// SASL PLAIN with `<policy>@sas.root.<hub>` and the token as password (what the Java
+    /// service SDK used). The token cannot be renewed on a connection: before it expires the
+    /// client stops sending, lets the in-flight messages settle and reconnects with a fresh one.
+    SaslPlain,
 }
 
 impl C2dOptions {
@@ -360,6 +386,8 @@ impl C2dOptions {
             retry_timeout: None,
             feedback: false,
             container_id: format!("iotconnect-c2d-{}", uuid::Uuid::new_v4()),
+            auth: AuthMethod::Cbs,
+            hub_name: None,
         }
     }
 }
@@ -465,6 +493,8 @@ pub enum ConnectError {
     Amqp { stage: &'static str, msg: String },
     #[error("IoT Hub refused the SAS token: {0}")]
     Auth(CbsError),
+    #[error("IoT Hub refused the SASL PLAIN credentials (SASL outcome {0})")]
+    SaslRefused(String),
     #[error("could not create the SAS token: {0}")]
     Token(SasError),
     #[error("timed out after {1:?} while {0}")]
@@ -475,7 +505,7 @@ impl ConnectError {
     /// Credentials problem (as opposed to network trouble).
     pub fn is_auth(&self) -> bool {
         matches!(self, ConnectError::Auth(e) if e.is_refused())
-            || matches!(self, ConnectError::Token(_))
+            || matches!(self, ConnectError::Token(_) | ConnectError::SaslRefused(_))
     }
 }
 
@@ -575,7 +605,8 @@ async fn with_timeout<T>(
 pub struct AmqpLink {
     pub connection: ConnectionHandle<()>,
     pub session: SessionHandle<()>,
-    pub cbs: CbsClient,
+    /// `None` with SASL PLAIN (the token went in the SASL exchange).
+    pub cbs: Option<CbsClient>,
     /// Token expiry (epoch seconds).
     pub token_expiry: u64,
 }
@@ -589,9 +620,28 @@ impl std::fmt::Debug for AmqpLink {
 }
 
 impl AmqpLink {
-    /// Dials, opens connection and session, and puts a service token on `$cbs`.
+    /// Dials, opens connection and session, and authenticates: a service token put on `$cbs`, or
+    /// given as the SASL PLAIN password.
     pub async fn open(opts: &C2dOptions) -> Result<AmqpLink, ConnectError> {
         let ep = Endpoint::for_options(opts)?;
+        let (profile, plain_expiry) = match opts.auth {
+            AuthMethod::Cbs => (SaslProfile::Anonymous, None),
+            AuthMethod::SaslPlain => {
+                let (token, expiry) = opts
+                    .connection
+                    .token(opts.token_ttl)
+                    .map_err(ConnectError::Token)?;
+                let hub = opts
+                    .hub_name
+                    .clone()
+                    .unwrap_or_else(|| opts.connection.hub_name().to_string());
+                let profile = SaslProfile::Plain {
+                    username: format!("{}@sas.root.{hub}", opts.connection.key_name),
+                    password: token.expose().to_string(),
+                };
+                (profile, Some(expiry))
+            }
+        };
         let t = opts.operation_timeout;
         let addr = format!("{}:{}", ep.host, ep.port);
         let tcp = with_timeout("connecting", t, tokio::net::TcpStream::connect(&addr))
@@ -605,7 +655,7 @@ impl AmqpLink {
             .container_id(opts.container_id.clone())
             .hostname(opts.connection.host())
             .scheme("amqp")
-            .sasl_profile(SaslProfile::Anonymous);
+            .sasl_profile(profile);
         let connection = if ep.tls {
             // Azure style: TLS first, no AMQP TLS protocol header (what `alt_tls_establishment`
             // does); done here so IP-address hosts and custom CAs work too.
@@ -629,9 +679,14 @@ impl AmqpLink {
             )
             .await?
         }
-        .map_err(|e| ConnectError::Amqp {
-            stage: "open",
-            msg: e.to_string(),
+        .map_err(|e| match e {
+            fe2o3_amqp::connection::OpenError::SaslError { code, .. } => {
+                ConnectError::SaslRefused(format!("{code:?}"))
+            }
+            e => ConnectError::Amqp {
+                stage: "open",
+                msg: e.to_string(),
+            },
         })?;
         let mut connection = connection;
         let mut session =
@@ -646,14 +701,28 @@ impl AmqpLink {
                 }
                 Err(e) => return Err(e),
             };
+        if let Some(expiry) = plain_expiry {
+            return Ok(AmqpLink {
+                connection,
+                session,
+                cbs: None,
+                token_expiry: expiry,
+            });
+        }
         let tag = uuid::Uuid::new_v4().simple().to_string();
-        let cbs = with_timeout("attaching $cbs", t, CbsClient::attach(&mut session, &tag))
-            .await?
-            .map_err(ConnectError::Auth)?;
+        let cbs =
+            match with_timeout("attaching $cbs", t, CbsClient::attach(&mut session, &tag)).await {
+                Ok(Ok(cbs)) => cbs,
+                Ok(Err(e)) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close()).await;
+                    return Err(ConnectError::Auth(e));
+                }
+                Err(e) => return Err(e),
+            };
         let mut link = AmqpLink {
             connection,
             session,
-            cbs,
+            cbs: Some(cbs),
             token_expiry: 0,
         };
         if let Err(e) = link.put_token(opts).await {
@@ -669,15 +738,18 @@ impl AmqpLink {
             .connection
             .token(opts.token_ttl)
             .map_err(ConnectError::Token)?;
-        self.cbs
-            .put_token(
-                opts.connection.audience(),
-                &token,
-                SAS_TOKEN_TYPE,
-                opts.operation_timeout,
-            )
-            .await
-            .map_err(ConnectError::Auth)?;
+        let cbs = self.cbs.as_mut().ok_or(ConnectError::Amqp {
+            stage: "put-token",
+            msg: "no $cbs links on a SASL PLAIN connection".into(),
+        })?;
+        cbs.put_token(
+            opts.connection.audience(),
+            &token,
+            SAS_TOKEN_TYPE,
+            opts.operation_timeout,
+        )
+        .await
+        .map_err(ConnectError::Auth)?;
         self.token_expiry = expiry;
         Ok(())
     }
@@ -710,7 +782,9 @@ impl AmqpLink {
             ..
         } = self;
         let d = Duration::from_secs(2);
-        let _ = tokio::time::timeout(d, cbs.close()).await;
+        if let Some(cbs) = cbs {
+            let _ = tokio::time::timeout(d, cbs.close()).await;
+        }
         let _ = tokio::time::timeout(d, session.end()).await;
         let _ = tokio::time::timeout(d, connection.close()).await;
     }
@@ -924,6 +998,15 @@ impl Connected {
         let renew_at = renew_deadline(opts, link.token_expiry);
         metrics.connects.fetch_add(1, Ordering::Relaxed);
         metrics.connected.store(true, Ordering::Relaxed);
+        if let Ok(ep) = Endpoint::for_options(opts) {
+            tracing::info!(
+                host = %ep.host,
+                port = ep.port,
+                tls = ep.tls,
+                feedback = feedback_tx.is_some(),
+                "C2D sender attached to {DEVICEBOUND_ADDRESS}"
+            );
+        }
         Ok(Connected {
             link,
             sender,
@@ -1007,6 +1090,8 @@ enum Stop {
 
 enum Event {
     Settled(Arc<str>, Attempt),
+    /// The connection's event loop stopped (the peer closed it, or the transport failed).
+    ConnectionClosed(Option<String>),
     Feedback(Result<FeedbackExit, tokio::task::JoinError>),
     Request(Option<Request>),
     Wake,
@@ -1144,13 +1229,24 @@ impl Driver {
         let wake = tokio::time::sleep_until(armed);
         tokio::pin!(wake);
         let mut wake_fired = false;
+        // SASL PLAIN token near expiry: no new sends; reconnect once nothing is in flight.
+        let mut reauth = false;
         loop {
             if self.finished() {
                 return (c, Stop::Done);
             }
+            if reauth && self.in_flight == 0 {
+                self.drain_ready(&mut inflight);
+                return (
+                    c,
+                    Stop::Lost(
+                        "SAS token near expiry; reconnecting with a fresh one (SASL PLAIN)".into(),
+                    ),
+                );
+            }
             // Fill the pipeline.
             let mut limiter_wake = None;
-            while self.in_flight < max {
+            while self.in_flight < max && !reauth {
                 let Some(dev) = self.ready.front().cloned() else {
                     break;
                 };
@@ -1227,6 +1323,7 @@ impl Driver {
                 Some((dev, a)) = inflight.next(), if !inflight.is_empty() => Event::Settled(dev, a),
                 r = self.rx.recv(), if can_take => Event::Request(r),
                 _ = &mut wake, if !wake_fired => Event::Wake,
+                r = c.link.connection.on_close() => Event::ConnectionClosed(r.err().map(|e| e.to_string())),
                 r = async { c.feedback_task.as_mut().expect("guarded").await }, if c.feedback_task.is_some() => Event::Feedback(r),
                 r = self.control.changed(), if !abort_gone => Event::Control(r.is_ok()),
             };
@@ -1238,6 +1335,12 @@ impl Driver {
                 }
                 Event::Request(Some(r)) => self.enqueue(r),
                 Event::Request(None) => self.input_closed = true,
+                Event::ConnectionClosed(err) => {
+                    lost = Some(match err {
+                        Some(e) => format!("connection closed: {e}"),
+                        None => "connection closed by the peer".to_string(),
+                    });
+                }
                 Event::Feedback(r) => {
                     c.feedback_task = None;
                     match r {
@@ -1259,6 +1362,9 @@ impl Driver {
                     self.release_timers();
                     if self.in_flight > 0 && now >= last_progress + t {
                         lost = Some(format!("no settlement within {t:?}"));
+                    } else if now >= c.renew_at && c.link.cbs.is_none() {
+                        reauth = true;
+                        c.renew_at = now + Duration::from_secs(86400 * 365);
                     } else if now >= c.renew_at {
                         match c.link.put_token(&self.opts).await {
                             Ok(()) => {

@@ -8,6 +8,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# Optional: Microsoft's IoT Hub service client (uamqp wheel); its test is skipped without it.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements-iothub.txt \
+    || echo "run.sh: azure-iot-hub not installed; its C2D test will be skipped" >&2
 if [ -z "${EMULATOR_CMD:-}" ]; then
     cargo build --quiet --example emulator
     export EMULATOR_CMD="$root/target/debug/examples/emulator"
