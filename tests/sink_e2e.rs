@@ -7,7 +7,7 @@ use iotconnect::emulator::{Emulator, EmulatorOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::*;
 
@@ -81,7 +81,7 @@ impl Env {
         )
     }
 
-    fn start(&self, worker: &PathBuf, connectors: &[PathBuf]) -> Process {
+    fn start(&self, worker: &Path, connectors: &[PathBuf]) -> Process {
         let mut args = vec!["standalone".to_string(), worker.display().to_string()];
         args.extend(connectors.iter().map(|c| c.display().to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -200,9 +200,7 @@ fn every_input_form_and_both_expiry_spellings() {
             format!(
                 r#"{{"messageId":"s2","message":"exp","deviceId":"dev-str","expiryTime":"{future}"}}"#
             ),
-            format!(
-                r#"{{"messageId":"s3","message":"exp2","deviceId":"dev-str","expiry":"2099-01-19T19:25:50.000Z"}}"#
-            ),
+            r#"{"messageId":"s3","message":"exp2","deviceId":"dev-str","expiry":"2099-01-19T19:25:50.000Z"}"#.to_string(),
         ],
     );
     let schema = r#"{"type":"struct","name":"iothub.kafka.connect.cloud2device.message","fields":[{"field":"deviceId","type":"string"},{"field":"message","type":"string"},{"field":"messageId","type":"string"},{"field":"expiry","type":"string","optional":true}]}"#;
@@ -367,9 +365,10 @@ fn expired_record_is_a_record_error_and_future_expiry_is_sent() {
 
 #[test]
 fn unknown_device_with_tolerance_none_fails_and_commits_nothing_past_it() {
-    let mut opts = EmulatorOptions::default();
-    opts.devices = Some(vec!["known".into()]);
-    let env = Env::new(opts);
+    let env = Env::new(EmulatorOptions {
+        devices: Some(vec!["known".into()]),
+        ..Default::default()
+    });
     let topic = unique("unknown-none");
     create_topic(&env.bootstrap, &topic, 1);
     produce_strings(
@@ -402,9 +401,10 @@ fn unknown_device_with_tolerance_none_fails_and_commits_nothing_past_it() {
 
 #[test]
 fn unknown_device_with_tolerance_all_goes_to_the_dead_letter_queue() {
-    let mut opts = EmulatorOptions::default();
-    opts.devices = Some(vec!["known".into()]);
-    let env = Env::new(opts);
+    let env = Env::new(EmulatorOptions {
+        devices: Some(vec!["known".into()]),
+        ..Default::default()
+    });
     let topic = unique("unknown-all");
     let dlq = unique("dlq");
     create_topic(&env.bootstrap, &topic, 1);
@@ -491,9 +491,10 @@ fn delivered(env: &Env, prefix: &str) -> (usize, usize) {
 
 #[test]
 fn throttling_slows_down_and_loses_nothing() {
-    let mut opts = EmulatorOptions::default();
-    opts.c2d_rate_limit = Some(100);
-    let env = Env::new(opts);
+    let env = Env::new(EmulatorOptions {
+        c2d_rate_limit: Some(100),
+        ..Default::default()
+    });
     let topic = unique("throttle");
     create_topic(&env.bootstrap, &topic, 2);
     produce_many(&env, &topic, "th", 400, 40);
@@ -590,7 +591,7 @@ fn killed_worker_loses_nothing_after_restart() {
     let name = unique("sink-kill");
     let w = env.worker_file("");
     let c = env.sink_file(&name, &topic, "IotHub.C2D.MaxSendsPerSecond=400\n");
-    let mut p = env.start(&w, &[c.clone()]);
+    let mut p = env.start(&w, std::slice::from_ref(&c));
     wait_until("some delivered", Duration::from_secs(40), || {
         delivered(&env, "k-").0 >= 300
     });

@@ -4,8 +4,10 @@
 //! * [`task`]: the task loop (consumer group, pipelined sends, commits, errors.tolerance, DLQ,
 //!   pause/resume, rebalances, feedback).
 //! * [`tracker`]: which offsets are safe to commit.
+//! * [`stats`]: optional send-latency recording (benchmark).
 
 pub mod message;
+pub mod stats;
 pub mod task;
 pub mod tracker;
 

@@ -570,6 +570,9 @@ impl TaskState {
                     return Ok(());
                 };
                 if c.outcome == Outcome::Accepted {
+                    if let Some(t) = c.sent_at {
+                        super::stats::record(t.elapsed());
+                    }
                     METRICS.sink_record_send.get_or_create(&self.labels).inc();
                     METRICS.c2d_accepted.get_or_create(&self.labels).inc();
                     self.finish(&rec);
