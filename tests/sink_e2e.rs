@@ -43,7 +43,13 @@ impl Env {
     }
 
     fn worker_file(&self, extra: &str) -> PathBuf {
-        write_file(
+        self.worker_file_port(extra).0
+    }
+
+    /// The worker file and its REST port.
+    fn worker_file_port(&self, extra: &str) -> (PathBuf, u16) {
+        let port = free_port();
+        let path = write_file(
             self.dir.path(),
             "worker.properties",
             &format!(
@@ -57,9 +63,26 @@ impl Env {
                  listeners=http://127.0.0.1:{}\n{extra}",
                 self.bootstrap,
                 self.dir.path().display(),
-                free_port()
+                port
             ),
-        )
+        );
+        (path, port)
+    }
+
+    /// A REST call to the worker: (status, body as JSON or Null).
+    fn rest(&self, method: &str, port: u16, path: &str) -> (u16, serde_json::Value) {
+        self.rt.block_on(async {
+            let url = format!("http://127.0.0.1:{port}{path}");
+            let c = reqwest::Client::new();
+            let req = match method {
+                "PUT" => c.put(&url),
+                _ => c.get(&url),
+            };
+            let r = req.send().await.expect("REST call");
+            let status = r.status().as_u16();
+            let body = r.json().await.unwrap_or(serde_json::Value::Null);
+            (status, body)
+        })
     }
 
     /// A sink connector file `<name>.properties` reading `topic`.
@@ -623,4 +646,77 @@ fn killed_worker_loses_nothing_after_restart() {
         "{}",
         p2.log()
     );
+}
+
+#[test]
+fn pause_stops_sending_and_resume_continues_without_loss() {
+    let env = Env::new(EmulatorOptions::default());
+    let topic = unique("pause");
+    create_topic(&env.bootstrap, &topic, 2);
+    let name = unique("sink-pause");
+    let (w, port) = env.worker_file_port("");
+    let c = env.sink_file(&name, &topic, "");
+    let mut p = env.start(&w, &[c]);
+    p.wait_for_log(ASSIGNED, Duration::from_secs(30));
+    produce_many(&env, &topic, "pa", 50, 10);
+    wait_until("first 50", Duration::from_secs(30), || {
+        delivered(&env, "pa-").0 == 50
+    });
+    let (code, _) = env.rest("PUT", port, &format!("/connectors/{name}/pause"));
+    assert_eq!(code, 202);
+    p.wait_for_log("Pausing: partitions paused", Duration::from_secs(10));
+    wait_until("status PAUSED", Duration::from_secs(10), || {
+        let (_, s) = env.rest("GET", port, &format!("/connectors/{name}/status"));
+        s["tasks"][0]["state"] == "PAUSED"
+    });
+    produce_many(&env, &topic, "pb", 50, 10);
+    // an observation window: nothing may be sent while paused
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert_eq!(delivered(&env, "pb-").0, 0, "sent while paused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _) = env.rest("PUT", port, &format!("/connectors/{name}/resume"));
+    assert_eq!(code, 202);
+    wait_until("the other 50 after resume", Duration::from_secs(30), || {
+        delivered(&env, "pb-").0 == 50
+    });
+    wait_until("all committed", Duration::from_secs(15), || {
+        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 2)
+            .iter()
+            .sum::<i64>()
+            == 100
+    });
+    assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
+}
+
+#[test]
+fn two_tasks_share_the_partitions_and_lose_nothing() {
+    let env = Env::new(EmulatorOptions::default());
+    let topic = unique("two");
+    create_topic(&env.bootstrap, &topic, 4);
+    produce_many(&env, &topic, "tw", 800, 40);
+    let name = unique("sink-two");
+    let w = env.worker_file("");
+    let c = env.sink_file(&name, &topic, "").display().to_string();
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("tasks.max=1", "tasks.max=2");
+    std::fs::write(&c, text).unwrap();
+    let mut p = env.start(&w, &[PathBuf::from(&c)]);
+    wait_until("all 800", Duration::from_secs(60), || {
+        delivered(&env, "tw-").0 == 800
+    });
+    wait_until("all committed", Duration::from_secs(20), || {
+        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 4)
+            .iter()
+            .sum::<i64>()
+            == 800
+    });
+    let log = p.log();
+    assert!(
+        log.contains(&format!("WorkerSinkTask{{id={name}-1}}")),
+        "{log}"
+    );
+    assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
 }
