@@ -527,6 +527,10 @@ fn throttling_slows_down_and_loses_nothing() {
     wait_until("all 400 delivered", Duration::from_secs(60), || {
         delivered(&env, "th-").0 == 400
     });
+    assert!(
+        env.emu().stats().c2d_refused > 0,
+        "the hub throttled some sends"
+    );
     // and an injected throttling period on top
     env.emu().faults().throttle_c2d(Duration::from_secs(1));
     produce_many(&env, &topic, "th2", 50, 10);
@@ -601,6 +605,13 @@ fn dropped_connection_and_refused_tokens_lose_nothing() {
     wait_until("all 100 after the refusal", Duration::from_secs(60), || {
         delivered(&env, "d2-").0 == 100
     });
+    let st = env.emu().stats();
+    assert!(
+        st.connections_opened >= 3,
+        "reconnected twice: {}",
+        st.connections_opened
+    );
+    assert!(st.tokens_refused >= 1, "a token was refused");
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
 }
 
