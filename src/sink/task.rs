@@ -29,7 +29,9 @@ use super::tracker::{TopicPartition, Tracker};
 use crate::config::connector::{Ack, SinkConfig, Topics};
 use crate::config::{ConnectorConfig, WorkerConfig};
 use crate::connect::convert::Converter;
-use crate::iothub::c2d::{AckMode, C2dClient, C2dOptions, ClientClosed, Completion, Outcome};
+use crate::iothub::c2d::{
+    AckMode, C2dClient, C2dMetricsSnapshot, C2dOptions, ClientClosed, Completion, Outcome,
+};
 use crate::iothub::connstr::IotHubConnectionString;
 use crate::iothub::feedback::FeedbackBatch;
 use crate::iothub::ratelimit::Backoff;
@@ -383,6 +385,7 @@ pub async fn run(ctx: TaskContext) -> anyhow::Result<()> {
         next_id: 0,
         cap: opts.max_queued,
         partitions_paused: false,
+        last_client_metrics: C2dMetricsSnapshot::default(),
     };
     let result = state.run_loop().await;
     let result = match result {
@@ -416,6 +419,7 @@ struct TaskState {
     next_id: u64,
     cap: usize,
     partitions_paused: bool,
+    last_client_metrics: C2dMetricsSnapshot,
 }
 
 impl TaskState {
@@ -444,8 +448,7 @@ impl TaskState {
                 }
                 _ = commit_tick.tick() => {
                     self.commit(false);
-                    self.ctx.health.set_links_up(self.client.metrics().connected.load(Ordering::Relaxed));
-                    METRICS.c2d_in_flight.get_or_create(&self.labels).set(self.client.metrics().in_flight.load(Ordering::Relaxed) as i64);
+                    self.publish_client_metrics();
                 }
                 m = consumer.recv() => {
                     match m {
@@ -455,6 +458,31 @@ impl TaskState {
                 }
             }
         }
+    }
+
+    /// Copies the C2D client's counters into the process metrics (as deltas) and the link health.
+    fn publish_client_metrics(&mut self) {
+        let now = self.client.metrics().snapshot();
+        let last = &self.last_client_metrics;
+        let l = &self.labels;
+        METRICS
+            .c2d_sent
+            .get_or_create(l)
+            .inc_by(now.sent.saturating_sub(last.sent));
+        METRICS
+            .c2d_throttled
+            .get_or_create(l)
+            .inc_by(now.throttled.saturating_sub(last.throttled));
+        METRICS
+            .reconnects
+            .get_or_create(l)
+            .inc_by(now.reconnects.saturating_sub(last.reconnects));
+        METRICS
+            .c2d_in_flight
+            .get_or_create(l)
+            .set(now.in_flight as i64);
+        self.ctx.health.set_links_up(now.connected);
+        self.last_client_metrics = now;
     }
 
     /// Pauses or resumes the assigned partitions to match the operator's target and backpressure.
