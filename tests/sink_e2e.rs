@@ -731,3 +731,41 @@ fn two_tasks_share_the_partitions_and_lose_nothing() {
     );
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
 }
+
+#[test]
+fn retry_timeout_turns_a_persistently_full_queue_into_a_dead_letter() {
+    let env = Env::new(EmulatorOptions::default());
+    let topic = unique("retry");
+    let dlq = unique("retry-dlq");
+    create_topic(&env.bootstrap, &topic, 1);
+    create_topic(&env.bootstrap, &dlq, 1);
+    let values: Vec<String> = (0..52)
+        .map(|j| json("stuck", &format!("r-{j}"), "x"))
+        .collect();
+    produce_strings(&env.bootstrap, &topic, &values);
+    let name = unique("sink-retry");
+    let w = env.worker_file("");
+    let c = env.sink_file(
+        &name,
+        &topic,
+        &format!("errors.retry.timeout=1000\nerrors.tolerance=all\nerrors.deadletterqueue.topic.name={dlq}\nerrors.deadletterqueue.context.headers.enable=true\n"),
+    );
+    let mut p = env.start(&w, &[c]);
+    let d = read_topic(&env.bootstrap, &dlq, 2, Duration::from_secs(60));
+    for r in &d {
+        let h: HashMap<_, _> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
+            .collect();
+        assert!(
+            h["__connect.errors.exception.message"].contains("device_queue_full"),
+            "{h:?}"
+        );
+    }
+    assert_eq!(delivered(&env, "r-").0, 50, "the queue holds 50");
+    wait_until("all 52 committed", Duration::from_secs(15), || {
+        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![52]
+    });
+    assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
+}
