@@ -721,21 +721,6 @@ impl Reader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let mut b = Backoff::new();
-        let v: Vec<u128> = (0..12).map(|_| b.step().as_millis()).collect();
-        assert_eq!(&v[..5], &[100, 200, 400, 800, 1600]);
-        assert_eq!(*v.last().unwrap(), 30_000);
-        b.reset();
-        assert_eq!(b.step().as_millis(), 100);
-    }
-}
-
 fn partition_labels(connector: &str, partition: &str) -> Labels {
     vec![
         ("connector".to_string(), connector.to_string()),
@@ -819,5 +804,20 @@ async fn refresh_lag(shared: Arc<SourceShared>, partitions: Vec<String>, stop: C
     }
     if let Some(c) = client {
         let _ = tokio::time::timeout(Duration::from_secs(2), c.close()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut b = Backoff::new();
+        let v: Vec<u128> = (0..12).map(|_| b.step().as_millis()).collect();
+        assert_eq!(&v[..5], &[100, 200, 400, 800, 1600]);
+        assert_eq!(*v.last().unwrap(), 30_000);
+        b.reset();
+        assert_eq!(b.step().as_millis(), 100);
     }
 }
