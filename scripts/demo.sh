@@ -17,7 +17,8 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   KAFKA_DATA_DIR="$WORK/broker" KAFKA_PORT="${BROKER_PORT:-0}" scripts/kafka-broker.sh stop >/dev/null 2>&1 || true
-  if [ $rc -ne 0 ]; then echo "demo failed (exit $rc); logs kept in $WORK"; else rm -rf "$WORK"; fi
+  if [ $rc -ne 0 ]; then echo "demo failed (exit $rc); logs kept in $WORK";
+  elif [ -n "${DEMO_KEEP:-}" ]; then echo "logs kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -52,6 +53,9 @@ sed -e "s|^bootstrap.servers=.*|bootstrap.servers=$BOOTSTRAP|" \
     config/connect-standalone.properties >"$WORK/connect-standalone.properties"
 REST_PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sed -i "s|^listeners=.*|listeners=http://127.0.0.1:$REST_PORT|" "$WORK/connect-standalone.properties"
+# The test broker makes a new consumer group wait session.timeout.ms/2 before its first assignment
+# (librdkafka's default 45 s => 22 s); 6 s is also the smallest value a real Kafka broker accepts.
+printf 'consumer.session.timeout.ms=6000\nconsumer.heartbeat.interval.ms=2000\n' >>"$WORK/connect-standalone.properties"
 sed -e "s|^IotHub.EventHubCompatibleName=.*|IotHub.EventHubCompatibleName=$(info eventHubCompatibleName)|" \
     -e "s|^IotHub.EventHubCompatibleEndpoint=.*|IotHub.EventHubCompatibleEndpoint=$(info eventHubCompatibleEndpoint)|" \
     -e "s|^IotHub.AccessKeyValue=.*|IotHub.AccessKeyValue=$(info accessKeyValue)|" \

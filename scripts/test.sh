@@ -24,6 +24,10 @@ if [ -x tests/python/run.sh ]; then
   tests/python/run.sh
 fi
 
+echo "== demo (scripts/demo.sh: both directions end to end)"
+scripts/demo.sh >/tmp/iotconnect-demo-$$.log 2>&1 || { cat /tmp/iotconnect-demo-$$.log; exit 1; }
+tail -1 /tmp/iotconnect-demo-$$.log; rm -f /tmp/iotconnect-demo-$$.log
+
 if command -v systemd-analyze >/dev/null && [ -f config/iotconnect.service ]; then
   echo "== systemd-analyze verify config/iotconnect.service"
   scripts/verify-unit.sh

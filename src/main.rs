@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cli.log_format);
+    iotconnect::init_tls();
     match cli.command {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
         Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),

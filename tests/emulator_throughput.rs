@@ -1,6 +1,7 @@
 //! Throughput of the Event Hub-compatible endpoint as a bare `azure_messaging_eventhubs` reader sees
 //! it. Run in release: `cargo test --release --test emulator_throughput -- --ignored --nocapture`.
-//! Environment: `EMU_BENCH_EVENTS` (default 400000), `EMU_BENCH_SIZE` (default 1024).
+//! Environment: `EMU_BENCH_EVENTS` (default 400000), `EMU_BENCH_SIZE` (default 1024),
+//! `EMU_BENCH_PREFETCH` (link credit per partition receiver, default 1000).
 
 use azure_messaging_eventhubs::{
     ConsumerClient, OpenReceiverOptions, StartLocation, StartPosition,
@@ -48,7 +49,7 @@ async fn sdk_reader_drains_four_partitions() {
                         location: StartLocation::Earliest,
                         inclusive: false,
                     }),
-                    prefetch: Some(1000),
+                    prefetch: Some(env("EMU_BENCH_PREFETCH", 1000) as u32),
                     ..Default::default()
                 }),
             )

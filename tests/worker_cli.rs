@@ -220,3 +220,27 @@ fn usage_errors_exit_1_and_version_prints() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("iotconnect "));
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let w = worker_file(
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        "default.api.timeout.ms=1000\n",
+    );
+    let mut p = Process::spawn(
+        &["--log-format", "json", "standalone", w.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(p.wait(Duration::from_secs(30)), Some(2));
+    let lines = p.lines.lock().unwrap().clone();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l.contains("Stopping due to error")));
+}

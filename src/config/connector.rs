@@ -311,16 +311,6 @@ fn read_errors(r: &mut Reader) -> ErrorsConfig {
     }
 }
 
-/// Splits `Key=Value;Key=Value` (keys case-insensitive, stored lower-case).
-pub fn parse_connection_string(s: &str) -> BTreeMap<String, String> {
-    s.split(';')
-        .filter_map(|part| {
-            let (k, v) = part.split_once('=')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect()
-}
-
 fn filled(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty() && s != PLACEHOLDER)
 }
@@ -368,39 +358,23 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
                 );
             }
         }
-        let m = parse_connection_string(cs.expose());
-        let get = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
-        match (
-            get("endpoint"),
-            get("entitypath"),
-            get("sharedaccesskeyname"),
-            get("sharedaccesskey"),
-        ) {
-            (Some(endpoint), Some(event_hub_name), Some(key_name), Some(key)) => {
-                Some(EventHubConnection {
-                    endpoint,
-                    event_hub_name,
-                    key_name,
-                    key: Secret::new(key),
-                })
-            }
-            (e, p, n, k) => {
-                let missing: Vec<&str> = [
-                    ("Endpoint", e.is_none()),
-                    ("EntityPath", p.is_none()),
-                    ("SharedAccessKeyName", n.is_none()),
-                    ("SharedAccessKey", k.is_none()),
-                ]
-                .iter()
-                .filter(|(_, m)| *m)
-                .map(|(n, _)| *n)
-                .collect();
+        match crate::iothub::connstr::EventHubConnectionString::parse(&cs) {
+            Ok(parsed) => match parsed.entity_path() {
+                Ok(entity) => Some(EventHubConnection {
+                    endpoint: parsed.endpoint.clone(),
+                    event_hub_name: entity.to_string(),
+                    key_name: parsed.key_name.clone(),
+                    key: parsed.key.clone(),
+                }),
+                Err(e) => {
+                    r.problem("IotHub.ConnectionString", format!("not an Event Hub-compatible connection string: {e} (copy it from the hub's Built-in endpoints page)"));
+                    None
+                }
+            },
+            Err(e) => {
                 r.problem(
                     "IotHub.ConnectionString",
-                    format!(
-                        "not an Event Hub-compatible connection string: missing {} (expected Endpoint=sb://…/;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…, from the hub's Built-in endpoints page)",
-                        missing.join(", ")
-                    ),
+                    format!("not an Event Hub-compatible connection string: {e} (expected Endpoint=sb://…/;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…, from the hub's Built-in endpoints page)"),
                 );
                 None
             }
@@ -582,32 +556,16 @@ fn read_sink(r: &mut Reader, errors: &ErrorsConfig) -> Option<SinkConfig> {
             );
             None
         }
-        Some(cs) => {
-            let m = parse_connection_string(cs.expose());
-            let has = |k: &str| m.get(k).is_some_and(|v| !v.is_empty());
-            let mut missing = Vec::new();
-            if !has("hostname") {
-                missing.push("HostName");
-            }
-            if !has("sharedaccesskeyname") {
-                missing.push("SharedAccessKeyName");
-            }
-            if !has("sharedaccesskey") && !has("sharedaccesssignature") {
-                missing.push("SharedAccessKey");
-            }
-            if missing.is_empty() {
-                Some(cs)
-            } else {
+        Some(cs) => match crate::iothub::connstr::IotHubConnectionString::parse(&cs) {
+            Ok(_) => Some(cs),
+            Err(e) => {
                 r.problem(
                     "IotHub.ConnectionString",
-                    format!(
-                        "not an IoT Hub service connection string: missing {} (expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=…)",
-                        missing.join(", ")
-                    ),
+                    format!("not an IoT Hub service connection string: {e} (expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=…)"),
                 );
                 None
             }
-        }
+        },
     };
     let ack = match r
         .one_of(

@@ -4,7 +4,8 @@
 //! minute, maximum delivery count 10 (IoT Hub's default for `maxDeliveryCount`).
 
 use serde::Serialize;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -162,6 +163,10 @@ struct Inner {
     feedback: VecDeque<FeedbackRecord>,
     rate_window: Option<(Instant, u32)>,
     throttled_until: Option<Instant>,
+    /// (expiry epoch ms, index) of messages with an expiry time, soonest first. Entries of messages
+    /// that ended otherwise are skipped when they come up, so expiry costs O(log n) per message
+    /// instead of a scan of every pending message on each send.
+    expiries: BinaryHeap<Reverse<(i64, usize)>>,
 }
 
 /// The hub's C2D side.
@@ -286,6 +291,9 @@ impl C2dHub {
             lock: None,
         });
         inner.queues.entry(device_id).or_default().push_back(idx);
+        if let Some(e) = m.absolute_expiry_ms {
+            inner.expiries.push(Reverse((e, idx)));
+        }
         let expired = Self::expire_locked(&mut inner, now_ms());
         drop(inner);
         if expired {
@@ -321,16 +329,15 @@ impl C2dHub {
 
     /// Drops every pending message whose expiry passed. Returns whether feedback was queued.
     fn expire_locked(inner: &mut Inner, now: i64) -> bool {
-        let expired: Vec<usize> = inner
-            .queues
-            .values()
-            .flatten()
-            .copied()
-            .filter(|i| inner.all[*i].expiry_ms.is_some_and(|e| e <= now))
-            .collect();
         let before = inner.feedback.len();
-        for idx in expired {
-            Self::finish(inner, idx, C2dState::Expired, FeedbackStatus::Expired);
+        while let Some(Reverse((e, idx))) = inner.expiries.peek().copied() {
+            if e > now {
+                break;
+            }
+            inner.expiries.pop();
+            if matches!(inner.all[idx].state, C2dState::Enqueued | C2dState::Locked) {
+                Self::finish(inner, idx, C2dState::Expired, FeedbackStatus::Expired);
+            }
         }
         inner.feedback.len() > before
     }
@@ -339,12 +346,14 @@ impl C2dHub {
     pub fn expire_due(&self) -> Option<i64> {
         let mut inner = self.lock();
         let fb = Self::expire_locked(&mut inner, now_ms());
-        let next = inner
-            .queues
-            .values()
-            .flatten()
-            .filter_map(|i| inner.all[*i].expiry_ms)
-            .min();
+        // Drop heap entries of messages that already ended, so the next one is a pending message's.
+        while let Some(Reverse((_, idx))) = inner.expiries.peek().copied() {
+            if matches!(inner.all[idx].state, C2dState::Enqueued | C2dState::Locked) {
+                break;
+            }
+            inner.expiries.pop();
+        }
+        let next = inner.expiries.peek().map(|Reverse((e, _))| *e);
         drop(inner);
         if fb {
             self.feedback_ready.notify_waiters();

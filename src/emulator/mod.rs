@@ -50,6 +50,13 @@
 //! `amqp:link:stolen` (epochs), `com.microsoft:server-busy` (fault injection),
 //! `amqp:connection:forced` (fault injection: drop connections).
 //!
+//! # Throughput
+//! `tests/emulator_throughput.rs` (release, `--ignored`) drains 4 partitions of 1 KB events with a
+//! bare `azure_messaging_eventhubs` reader in the same process. Measured on the shared 2-core box
+//! (load average ~8.5 from other builds, the test got 66% of one core): 22,600–29,600 events/s, at
+//! about 23 µs of CPU per event for reader and emulator together. 1,000,000 generated 1 KB events
+//! took 134 MB RSS.
+//!
 //! # Limits
 //! 50 queued C2D messages per device, 64 KB per C2D message, 1 minute lock, 10 deliveries; no
 //! device twins, direct methods, MQTT, device-side AMQP, or `amqp:link:redirect`; one shared access
@@ -282,6 +289,7 @@ fn generate_into(hub: &Hub, pool: &Bytes, n: u64, size: usize, devices: u32) -> 
 impl Emulator {
     /// Binds the listeners and starts serving.
     pub async fn start(opts: EmulatorOptions) -> anyhow::Result<Emulator> {
+        crate::init_tls();
         anyhow::ensure!(opts.partitions >= 1, "partitions must be at least 1");
         anyhow::ensure!(!opts.hub_name.is_empty(), "hub name must not be empty");
         base64::engine::general_purpose::STANDARD
@@ -516,7 +524,11 @@ impl Drop for Emulator {
     }
 }
 
-/// `iotconnect emulator` arguments.
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+/// `iotconnect emulator` arguments (`Debug` hides the service key).
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulatorArgs {
     /// IoT Hub name (also the Event Hub-compatible name).
@@ -541,8 +553,8 @@ pub struct EmulatorArgs {
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// The `service` policy key, base64 (random when omitted).
-    #[arg(long, env = "IOTCONNECT_EMULATOR_SERVICE_KEY", hide_env_values = true)]
-    pub service_key: Option<String>,
+    #[arg(long, env = "IOTCONNECT_EMULATOR_SERVICE_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub service_key: Option<Secret>,
     /// Events kept per partition.
     #[arg(long, default_value_t = DEFAULT_RETENTION_EVENTS)]
     pub retention_events: usize,
@@ -568,11 +580,7 @@ impl EmulatorArgs {
             http_listen: self.http_listen,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
-            service_key: self
-                .service_key
-                .clone()
-                .map(Secret::new)
-                .unwrap_or(d.service_key),
+            service_key: self.service_key.clone().unwrap_or(d.service_key),
             retention_events: self.retention_events,
             c2d_rate_limit: (self.c2d_rate_limit > 0).then_some(self.c2d_rate_limit),
             devices: self.devices.clone(),
@@ -630,6 +638,34 @@ mod tests {
             .unwrap()
             .ends_with("SECRETKEY"));
         assert_eq!(json["eventHubCompatibleEndpoint"], "sb://127.0.0.1:1/");
+    }
+
+    #[test]
+    fn args_hide_the_key() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: EmulatorArgs,
+        }
+        let cli = Cli::parse_from([
+            "x",
+            "--service-key",
+            "c2VjcmV0a2V5",
+            "--consumer-groups",
+            "a,b",
+            "--devices",
+            "d1,d2",
+            "--c2d-rate-limit",
+            "5",
+        ]);
+        assert!(!format!("{:?}", cli.args).contains("c2VjcmV0a2V5"));
+        let o = cli.args.to_options();
+        assert_eq!(o.service_key.expose(), "c2VjcmV0a2V5");
+        assert_eq!(o.consumer_groups, vec!["a", "b"]);
+        assert_eq!(o.devices, Some(vec!["d1".to_string(), "d2".to_string()]));
+        assert_eq!(o.c2d_rate_limit, Some(5));
+        assert_eq!(o.retention_events, DEFAULT_RETENTION_EVENTS);
     }
 
     #[tokio::test]

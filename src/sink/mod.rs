@@ -1,16 +1,48 @@
-//! IoT Hub sink connector and task.
+//! IoT Hub sink connector and task: Kafka records → IoT Hub cloud-to-device messages.
+//!
+//! * [`message`]: record value → C2D message (every input form, differences from the Java sink).
+//! * [`task`]: the task loop (consumer group, pipelined sends, commits, errors.tolerance, DLQ,
+//!   pause/resume, rebalances, feedback).
+//! * [`tracker`]: which offsets are safe to commit.
+//! * [`stats`]: optional send-latency recording (benchmark).
+
+pub mod message;
+pub mod stats;
+pub mod task;
+pub mod tracker;
 
 use crate::config::{ConnectorConfig, WorkerConfig};
 use crate::worker::runtime::TaskPlan;
+use crate::worker::task::{TaskBody, TaskContext};
 use std::sync::Arc;
+use tracing::info;
 
 /// One task per `tasks.max`; the consumer group spreads the topic partitions over them.
+/// Checks the settings every task needs (connection string, converter) before planning.
 pub async fn plan_tasks(
-    _worker: Arc<WorkerConfig>,
+    worker: Arc<WorkerConfig>,
     connector: Arc<ConnectorConfig>,
 ) -> anyhow::Result<TaskPlan> {
-    anyhow::bail!(
-        "connector {}: the IoT Hub sink task is not part of this build yet",
-        connector.name
-    )
+    let sink = connector.sink.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "connector {}: not an IoT Hub sink configuration",
+            connector.name
+        )
+    })?;
+    info!("Starting IotHubSinkConnector");
+    task::c2d_options(&connector, sink).map_err(|e| {
+        anyhow::anyhow!(
+            "Could not start IotHubSinkConnector due to a configuration exception: {e:#}"
+        )
+    })?;
+    task::value_converter(&worker, &connector)?;
+    let mut shown = connector.file.masked();
+    shown.insert(
+        "task.class".into(),
+        "com.microsoft.azure.iot.kafka.connect.sink.IotHubSinkTask".into(),
+    );
+    let body: TaskBody = Arc::new(|ctx: TaskContext| Box::pin(task::run(ctx)));
+    Ok((0..connector.tasks_max.max(1))
+        .map(|_| (shown.clone(), body.clone()))
+        .collect())
 }

@@ -31,6 +31,7 @@ pub async fn plan_tasks(
     worker: Arc<WorkerConfig>,
     connector: Arc<ConnectorConfig>,
 ) -> anyhow::Result<TaskPlan> {
+    crate::init_tls();
     let source = connector.source.clone().with_context(|| {
         format!(
             "connector {} has no IoT Hub source settings",

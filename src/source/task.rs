@@ -19,6 +19,7 @@
 use super::position::{after_sequence, Start};
 use super::record::{OutRecord, RecordBuilder};
 use crate::config::{ConnectorConfig, SourceConfig};
+use crate::rest::metrics::{task_labels, Labels, METRICS};
 use crate::worker::offsets::{OffsetsHandle, StringMap};
 use crate::worker::task::{TargetState, TaskContext};
 use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
@@ -85,6 +86,8 @@ pub async fn open_client(
 struct Progress {
     /// `x-opt-offset` of the last record of the acknowledged prefix, not yet committed.
     pending_offset: Option<String>,
+    /// Its sequence number (for the lag metric).
+    pending_seq: Option<i64>,
     /// Acknowledged records since the last commit.
     acked: u64,
 }
@@ -118,10 +121,11 @@ enum InFlight {
     Sent {
         delivery: DeliveryFuture,
         offset: String,
+        seq: Option<i64>,
         enqueued_ms: Option<i64>,
     },
     /// Skipped (conversion failed with `errors.tolerance=all`): counts as done for offsets.
-    Skipped { offset: String },
+    Skipped { offset: String, seq: Option<i64> },
 }
 
 /// Runs one task until `ctx.shutdown`; returns `Err` only for non-retriable errors.
@@ -173,7 +177,13 @@ pub async fn run(
         starts.push((p.clone(), start));
     }
 
+    let labels = task_labels(&name, ctx.task_id);
     let stop = CancellationToken::new();
+    let lag = tokio::spawn(refresh_lag(
+        shared.clone(),
+        partitions.iter().map(|(p, _)| p.clone()).collect(),
+        stop.clone(),
+    ));
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<anyhow::Error>(starts.len().max(1));
     let links_up = Arc::new(AtomicUsize::new(0));
     let total = starts.len();
@@ -188,6 +198,7 @@ pub async fn run(
         parts.push(part.clone());
         let (tx, rx) = mpsc::channel::<InFlight>(MAX_IN_FLIGHT_PER_PARTITION);
         let reader = Reader {
+            labels: labels.clone(),
             shared: shared.clone(),
             producer: producer.clone(),
             partition: p.clone(),
@@ -203,6 +214,7 @@ pub async fn run(
         };
         receivers.push(tokio::spawn(reader.run()));
         ackers.push(tokio::spawn(ack_loop(
+            labels.clone(),
             rx,
             part,
             shared.connector.errors.tolerate_all,
@@ -226,7 +238,7 @@ pub async fn run(
                 break;
             }
             _ = tick.tick() => {
-                if let Err(e) = commit(&shared, &id, &parts).await {
+                if let Err(e) = commit(&shared, &id, &labels, &parts).await {
                     error!("WorkerSourceTask{{id={id}}} Flush of offsets threw an unexpected exception: {e:#}");
                 }
             }
@@ -262,9 +274,10 @@ pub async fn run(
         }
     }
     // Also after a failure: only acknowledged positions are ever committed (Connect does the same).
-    if let Err(e) = commit(&shared, &id, &parts).await {
+    if let Err(e) = commit(&shared, &id, &labels, &parts).await {
         error!("WorkerSourceTask{{id={id}}} Flush of offsets threw an unexpected exception: {e:#}");
     }
+    lag.abort();
     ctx.health.set_links_up(false);
     match failure {
         Some(e) => Err(e),
@@ -273,7 +286,12 @@ pub async fn run(
 }
 
 /// Commits the acknowledged offsets of every partition (Connect's `commitOffsets`).
-async fn commit(shared: &SourceShared, id: &str, parts: &[Arc<Partition>]) -> anyhow::Result<()> {
+async fn commit(
+    shared: &SourceShared,
+    id: &str,
+    labels: &Labels,
+    parts: &[Arc<Partition>],
+) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut entries = Vec::new();
     let mut count = 0u64;
@@ -286,7 +304,7 @@ async fn commit(shared: &SourceShared, id: &str, parts: &[Arc<Partition>]) -> an
                 vec![("EventHubOffset".to_string(), o.clone())],
             ));
             count += g.acked;
-            taken.push((p.clone(), o, g.acked));
+            taken.push((p.clone(), o, g.acked, g.pending_seq.take()));
             g.acked = 0;
         }
     }
@@ -301,14 +319,22 @@ async fn commit(shared: &SourceShared, id: &str, parts: &[Arc<Partition>]) -> an
                 "Finished WorkerSourceTask{{id={id}}} commitOffsets successfully in {} ms",
                 t0.elapsed().as_millis()
             );
+            METRICS.commit_succeeded(labels);
+            for (p, _, _, seq) in &taken {
+                if let Some(seq) = seq {
+                    partition_committed(&shared.connector.name, &p.id, *seq);
+                }
+            }
             Ok(())
         }
         Err(e) => {
+            METRICS.offset_commit_failure.get_or_create(labels).inc();
             // Keep them for the next attempt unless newer offsets arrived meanwhile.
-            for (p, o, n) in taken {
+            for (p, o, n, seq) in taken {
                 let mut g = p.progress.lock().unwrap();
                 if g.pending_offset.is_none() {
                     g.pending_offset = Some(o);
+                    g.pending_seq = seq;
                 }
                 g.acked += n;
             }
@@ -319,24 +345,27 @@ async fn commit(shared: &SourceShared, id: &str, parts: &[Arc<Partition>]) -> an
 
 /// Awaits the delivery futures of one partition in hub order.
 async fn ack_loop(
+    labels: Labels,
     mut rx: mpsc::Receiver<InFlight>,
     part: Arc<Partition>,
     tolerate_all: bool,
     fatal: mpsc::Sender<anyhow::Error>,
 ) {
     while let Some(item) = rx.recv().await {
-        let (offset, ok) = match item {
-            InFlight::Skipped { offset } => (offset, true),
+        let (offset, seq, ok) = match item {
+            InFlight::Skipped { offset, seq } => (offset, seq, true),
             InFlight::Sent {
                 delivery,
                 offset,
+                seq,
                 enqueued_ms,
             } => match delivery.await {
                 Ok(Ok(_)) => {
+                    METRICS.source_record_write.get_or_create(&labels).inc();
                     if let Some(ms) = enqueued_ms {
                         super::metrics::record_ack_latency(ms);
                     }
-                    (offset, true)
+                    (offset, seq, true)
                 }
                 Ok(Err((e, _))) => {
                     if tolerate_all {
@@ -344,7 +373,7 @@ async fn ack_loop(
                             "WorkerSourceTask: failed to send a record of hub partition {} (offset {offset}), skipped (errors.tolerance=all): {e}",
                             part.id
                         );
-                        (offset, true)
+                        (offset, seq, true)
                     } else {
                         let _ = fatal
                             .send(anyhow::anyhow!(
@@ -352,10 +381,10 @@ async fn ack_loop(
                                 part.id
                             ))
                             .await;
-                        (offset, false)
+                        (offset, seq, false)
                     }
                 }
-                Err(_) => (offset, false), // producer gone: shutting down
+                Err(_) => (offset, seq, false), // producer gone: shutting down
             },
         };
         if !ok {
@@ -364,12 +393,17 @@ async fn ack_loop(
         }
         let mut g = part.progress.lock().unwrap();
         g.pending_offset = Some(offset);
+        if seq.is_some() {
+            g.pending_seq = seq;
+        }
         g.acked += 1;
     }
 }
 
 /// The receiving half of one partition's pipeline.
 struct Reader {
+    /// `connector`, `task` metric labels.
+    labels: Labels,
     shared: Arc<SourceShared>,
     producer: Arc<FutureProducer>,
     partition: String,
@@ -479,6 +513,13 @@ impl Reader {
                 LinkEnd::Stop | LinkEnd::Fatal => return,
                 LinkEnd::Paused => continue,
                 LinkEnd::Transient(why) => {
+                    METRICS
+                        .reconnects
+                        .get_or_create(&vec![
+                            ("connector".to_string(), self.shared.connector.name.clone()),
+                            ("endpoint".to_string(), "eventhubs".to_string()),
+                        ])
+                        .inc();
                     let d = backoff.step();
                     warn!(
                         "Error while getting SourceRecords for eventHub {hub} partition {p}: {why}; reconnecting after sequence number {} in {} ms",
@@ -582,6 +623,8 @@ impl Reader {
     /// Builds, enqueues and passes one event to the acker. False when the task must stop.
     async fn hand_on(&mut self, ev: &ReceivedEventData) -> bool {
         let offset = ev.offset().clone().unwrap_or_default();
+        let seq = ev.sequence_number();
+        METRICS.source_record_poll.get_or_create(&self.labels).inc();
         let enqueued_ms = ev.enqueued_time().map(|t| {
             t.duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
@@ -595,7 +638,12 @@ impl Reader {
                         "Error converting the event at offset {offset} of partition {}: {e:#}; skipped (errors.tolerance=all)",
                         self.partition
                     );
-                    return self.out.send(InFlight::Skipped { offset }).await.is_ok();
+                    METRICS.record_errors.get_or_create(&self.labels).inc();
+                    return self
+                        .out
+                        .send(InFlight::Skipped { offset, seq })
+                        .await
+                        .is_ok();
                 }
                 let _ = self
                     .fatal
@@ -614,6 +662,7 @@ impl Reader {
         let item = InFlight::Sent {
             delivery,
             offset,
+            seq,
             enqueued_ms,
         };
         // Space for it first; a stop while the acker is full (Kafka slow or down) must not hang: the
@@ -669,6 +718,92 @@ impl Reader {
                 }
             }
         }
+    }
+}
+
+fn partition_labels(connector: &str, partition: &str) -> Labels {
+    vec![
+        ("connector".to_string(), connector.to_string()),
+        ("partition".to_string(), partition.to_string()),
+    ]
+}
+
+/// Lag of a hub partition = last enqueued sequence number − last committed one (−1 when nothing is).
+fn update_lag(labels: &Labels) {
+    let last = METRICS
+        .partition_last_enqueued_sequence
+        .get_or_create(labels)
+        .get();
+    let committed = METRICS
+        .partition_committed_sequence
+        .get_or_create(labels)
+        .get();
+    METRICS
+        .partition_lag
+        .get_or_create(labels)
+        .set((last - committed).max(0));
+}
+
+fn partition_committed(connector: &str, partition: &str, seq: i64) {
+    let labels = partition_labels(connector, partition);
+    METRICS
+        .partition_committed_sequence
+        .get_or_create(&labels)
+        .set(seq);
+    update_lag(&labels);
+}
+
+/// How often the hub is asked for its partitions' last enqueued sequence numbers.
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// Keeps the lag metric current: every few seconds asks `$management` for each partition's last
+/// enqueued sequence number. Failures only skip a refresh.
+async fn refresh_lag(shared: Arc<SourceShared>, partitions: Vec<String>, stop: CancellationToken) {
+    let name = shared.connector.name.clone();
+    for p in &partitions {
+        let labels = partition_labels(&name, p);
+        // Nothing committed yet: the lag is everything since the start of the stream.
+        METRICS
+            .partition_committed_sequence
+            .get_or_create(&labels)
+            .set(-1);
+    }
+    let mut client = None;
+    loop {
+        if client.is_none() {
+            client = open_client(&shared.source).await.ok();
+        }
+        if let Some(c) = &client {
+            for p in &partitions {
+                match c.get_partition_properties(p).await {
+                    Ok(props) => {
+                        let labels = partition_labels(&name, p);
+                        let last = if props.is_empty {
+                            -1
+                        } else {
+                            props.last_enqueued_sequence_number
+                        };
+                        METRICS
+                            .partition_last_enqueued_sequence
+                            .get_or_create(&labels)
+                            .set(last);
+                        update_lag(&labels);
+                    }
+                    Err(e) => {
+                        debug!("lag refresh of partition {p} failed: {e}");
+                        client = None;
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(LAG_REFRESH) => {}
+        }
+    }
+    if let Some(c) = client {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.close()).await;
     }
 }
 

@@ -42,8 +42,9 @@ pub fn summary(worker: &Worker) -> String {
 pub fn ready(worker: Arc<Worker>) {
     let status = summary(&worker);
     send(&[NotifyState::Ready, NotifyState::Status(&status)]);
-    let mut usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
+    let usec = watchdog_usec();
+    let watchdog = usec.is_some();
+    let usec = usec.unwrap_or(0);
     let period = if watchdog {
         Duration::from_micros(usec / 2).max(Duration::from_millis(100))
     } else {
@@ -68,4 +69,19 @@ pub fn ready(worker: Arc<Worker>) {
 
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// libsystemd's `sd_watchdog_enabled` rule: `WATCHDOG_USEC` is set and `WATCHDOG_PID` is either
+/// absent or our pid. (The sd-notify crate insists on `WATCHDOG_PID`, which systemd always sets but
+/// supervisors other than systemd may not.)
+fn watchdog_usec() -> Option<u64> {
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .filter(|u| *u > 0)?;
+    match std::env::var("WATCHDOG_PID") {
+        Ok(pid) if pid.parse::<u32>().ok() != Some(std::process::id()) => None,
+        _ => Some(usec),
+    }
 }

@@ -1,0 +1,378 @@
+//! Sink benchmark: `cargo run --release --example bench_sink -- [--messages N] [--devices D]
+//! [--bootstrap HOST:PORT] [--limited-messages M]`.
+//!
+//! 1. Starts the IoT Hub emulator in-process and, without `--bootstrap`, a broker
+//!    (`scripts/kafka-broker.sh bin`, SQLite storage in a temp dir).
+//! 2. Fills a fresh `iotout-…` topic (4 partitions) with N tutorial-shaped JSON records for D devices.
+//! 3. Base: `iothub::c2d::raw_send_rate` (bare fe2o3-amqp sender, same authentication, same window)
+//!    sends N messages to D other devices.
+//! 4. Runs the sink connector (the real worker, in-process) from the first to the last accepted
+//!    message: sends/s, p50/p99 send latency (last transfer → settlement), peak RSS.
+//! 5. Runs it again with `IotHub.C2D.MaxSendsPerSecond=500` over M records: the achieved rate and
+//!    the most messages the hub received in any 1-second window.
+//!
+//! The last line is one JSON object.
+
+use iotconnect::config::load_all;
+use iotconnect::emulator::{Emulator, EmulatorOptions};
+use iotconnect::iothub::c2d::{raw_send_rate, C2dOptions};
+use iotconnect::iothub::connstr::IotHubConnectionString;
+use iotconnect::sink::stats;
+use iotconnect::worker::runtime::Worker;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Args {
+    messages: u64,
+    devices: u64,
+    limited_messages: u64,
+    bootstrap: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        messages: 20_000,
+        devices: 1_000,
+        limited_messages: 3_000,
+        bootstrap: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "sink" => {}
+            "--messages" => a.messages = v().parse().expect("--messages N"),
+            "--devices" => a.devices = v().parse().expect("--devices D"),
+            "--limited-messages" => a.limited_messages = v().parse().expect("--limited-messages M"),
+            "--bootstrap" => a.bootstrap = Some(v()),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+/// Peak resident set size of this process (VmHWM), MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker child process (ended by PID when dropped).
+struct BrokerProc(Child, PathBuf);
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn start_broker() -> (String, BrokerProc) {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/kafka-broker.sh"
+    ))
+    .arg("bin")
+    .stderr(Stdio::inherit())
+    .output()
+    .expect("scripts/kafka-broker.sh bin");
+    assert!(out.status.success(), "scripts/kafka-broker.sh bin failed");
+    let bin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("iotconnect-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .current_dir(&dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "sqlite://broker.db",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the broker");
+    (format!("127.0.0.1:{port}"), BrokerProc(child, dir))
+}
+
+async fn create_topic(bootstrap: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = admin
+            .create_topics(
+                &[NewTopic::new(topic, 4, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await;
+        match r {
+            Ok(v) if v.iter().all(|x| x.is_ok()) => return,
+            other if Instant::now() > deadline => panic!("create topic {topic}: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn fill(bootstrap: &str, topic: &str, n: u64, devices: u64, prefix: &str) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    use futures::StreamExt;
+    for j in 0..n {
+        let v = format!(
+            r#"{{"messageId":"{prefix}-{j}","message":"Turn On {j}","deviceId":"{prefix}-dev-{}"}}"#,
+            j % devices
+        );
+        let key = format!("{prefix}-dev-{}", j % devices);
+        let p = producer.clone();
+        pending.push(async move {
+            p.send(
+                FutureRecord::to(topic).key(&key).payload(&v),
+                Duration::from_secs(60),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+        });
+        if pending.len() >= 2000 {
+            pending.next().await.unwrap().expect("produce");
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r.expect("produce");
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs one sink connector until the hub accepted `expect` more messages. Returns (first, last)
+/// instants of progress as seen by polling the hub every 2 ms.
+async fn run_sink(
+    emu: &Emulator,
+    dir: &Path,
+    bootstrap: &str,
+    name: &str,
+    topic: &str,
+    expect: u64,
+    extra: &str,
+) -> (Duration, u64) {
+    let info = emu.info();
+    let w = write(
+        dir,
+        &format!("{name}-worker.properties"),
+        &format!(
+            "bootstrap.servers={bootstrap}\n\
+             key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n\
+             offset.storage.file.filename={}/connect.offsets\n\
+             offset.flush.interval.ms=1000\n\
+             consumer.session.timeout.ms=6000\n\
+             consumer.heartbeat.interval.ms=1000\n\
+             listeners=http://127.0.0.1:{}\n",
+            dir.display(),
+            free_port()
+        ),
+    );
+    let c = write(
+        dir,
+        &format!("{name}.properties"),
+        &format!(
+            "name={name}\nconnector.class=IotHubSinkConnector\ntasks.max=1\ntopics={topic}\n\
+             IotHub.ConnectionString={}\nIotHub.CustomEndpoint={}\n{extra}",
+            info.service_connection_string.expose(),
+            info.amqp_endpoint
+        ),
+    );
+    let loaded = load_all(&w, &[c]).unwrap_or_else(|e| panic!("config: {:?}", e.problems));
+    let base = emu.stats().c2d_accepted;
+    let worker = Worker::start(loaded, "bench".into())
+        .await
+        .expect("worker starts");
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = emu.stats().c2d_accepted - base;
+        if done > 0 && first.is_none() {
+            first = Some((Instant::now(), done));
+        }
+        if done >= expect {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sink did not finish: {done} of {expect}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let end = Instant::now();
+    worker.stop().await;
+    let (t0, d0) = first.unwrap();
+    (end - t0, expect - d0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let (bootstrap, _broker) = match &args.bootstrap {
+        Some(b) => (b.clone(), None),
+        None => {
+            let (b, p) = start_broker();
+            (b, Some(p))
+        }
+    };
+    let emu = Emulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().unwrap();
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let topic = format!("iotout-bench-{run}");
+    create_topic(&bootstrap, &topic).await;
+    let t = Instant::now();
+    fill(&bootstrap, &topic, args.messages, args.devices, "s").await;
+    eprintln!(
+        "filled {topic} with {} records in {:.1} s",
+        args.messages,
+        t.elapsed().as_secs_f64()
+    );
+
+    // base: bare fe2o3-amqp sender, same endpoint and window
+    let cs = IotHubConnectionString::parse(&emu.info().service_connection_string).unwrap();
+    let mut opts = C2dOptions::new(cs);
+    opts.endpoint = Some(emu.info().amqp_endpoint.clone());
+    let raw_devices: Vec<String> = (0..args.devices).map(|i| format!("raw-dev-{i}")).collect();
+    let body = b"Turn On 12345".to_vec();
+    let raw = raw_send_rate(&opts, args.messages, &raw_devices, &body, 64)
+        .await
+        .expect("raw sender");
+    eprintln!(
+        "raw fe2o3 sender: {} messages, {:.0}/s",
+        raw.messages, raw.per_second
+    );
+
+    stats::record_latencies(true);
+    let (elapsed, counted) = run_sink(
+        &emu,
+        dir.path(),
+        &bootstrap,
+        &format!("bench-sink-{run}"),
+        &topic,
+        args.messages,
+        "",
+    )
+    .await;
+    stats::record_latencies(false);
+    let sends_per_s = counted as f64 / elapsed.as_secs_f64();
+    let mut lat = stats::take_latencies();
+    let p50 = stats::quantile_ms(&mut lat, 0.5);
+    let p99 = stats::quantile_ms(&mut lat, 0.99);
+    let ratio = sends_per_s / raw.per_second;
+    eprintln!(
+        "sink: {} messages, {sends_per_s:.0} sends/s, p50 {p50:.2} ms, p99 {p99:.2} ms, ratio {ratio:.2}",
+        args.messages
+    );
+
+    // rate-limited run
+    let ltopic = format!("iotout-limited-{run}");
+    create_topic(&bootstrap, &ltopic).await;
+    fill(
+        &bootstrap,
+        &ltopic,
+        args.limited_messages,
+        args.devices,
+        "l",
+    )
+    .await;
+    let before = emu.stats().c2d_accepted;
+    let _ = before;
+    run_sink(
+        &emu,
+        dir.path(),
+        &bootstrap,
+        &format!("bench-limited-{run}"),
+        &ltopic,
+        args.limited_messages,
+        "IotHub.C2D.MaxSendsPerSecond=500\n",
+    )
+    .await;
+    let mut times: Vec<i64> = emu
+        .c2d_messages()
+        .into_iter()
+        .filter(|m| {
+            m.message_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("l-"))
+        })
+        .map(|m| m.enqueued_ms)
+        .collect();
+    times.sort_unstable();
+    let span_s = (times[times.len() - 1] - times[0]) as f64 / 1000.0;
+    let limited_rate = (times.len() - 1) as f64 / span_s;
+    let mut max_window = 0usize;
+    let mut lo = 0usize;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= 1000 {
+            lo += 1;
+        }
+        max_window = max_window.max(hi - lo + 1);
+    }
+    eprintln!(
+        "limited: {} messages at {limited_rate:.1}/s, max in any 1 s window {max_window}",
+        times.len()
+    );
+    let peak = peak_rss_mb();
+    eprintln!("peak RSS (whole bench process: emulator + broker clients + sink) {peak:.1} MB");
+    let out = serde_json::json!({
+        "bench": "sink",
+        "messages": args.messages,
+        "devices": args.devices,
+        "sends_per_s": (sends_per_s * 10.0).round() / 10.0,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "peak_rss_mb": (peak * 10.0).round() / 10.0,
+        "raw_sender_per_s": (raw.per_second * 10.0).round() / 10.0,
+        "ratio": (ratio * 1000.0).round() / 1000.0,
+        "limited_rate": (limited_rate * 10.0).round() / 10.0,
+        "max_1s_window": max_window,
+    });
+    emu.shutdown().await;
+    println!("{out}");
+}
