@@ -241,12 +241,53 @@ async fn run_sink(
             Instant::now() < deadline,
             "sink did not finish: {done} of {expect}"
         );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let end = Instant::now();
     worker.stop().await;
     let (t0, d0) = first.unwrap();
     (end - t0, expect - d0)
+}
+
+/// Enqueue times (epoch ms, sorted) of the hub's messages whose id starts with `prefix`.
+fn hub_times(emu: &Emulator, prefix: &str) -> Vec<i64> {
+    let mut t: Vec<i64> = emu
+        .c2d_messages()
+        .into_iter()
+        .filter(|m| {
+            m.message_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with(prefix))
+        })
+        .map(|m| m.enqueued_ms)
+        .collect();
+    t.sort_unstable();
+    t
+}
+
+/// How fast a bare consumer (same settings as the sink's) reads the topic: records/s.
+async fn consumer_rate(bootstrap: &str, topic: &str, n: u64) -> f64 {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut got = 0u64;
+    let mut t0 = None;
+    while got < n {
+        let m = c.recv().await.expect("read");
+        let _ = m;
+        if t0.is_none() {
+            t0 = Some(Instant::now());
+        }
+        got += 1;
+    }
+    (n - 1) as f64 / t0.unwrap().elapsed().as_secs_f64()
 }
 
 #[tokio::main]
@@ -274,6 +315,9 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
+    let read_rate = consumer_rate(&bootstrap, &topic, args.messages).await;
+    eprintln!("bare Kafka consumer reads the topic at {read_rate:.0} records/s");
+
     // base: bare fe2o3-amqp sender, same endpoint and window
     let cs = IotHubConnectionString::parse(&emu.info().service_connection_string).unwrap();
     let mut opts = C2dOptions::new(cs);
@@ -296,11 +340,16 @@ async fn main() {
         &format!("bench-sink-{run}"),
         &topic,
         args.messages,
-        "",
+        &std::env::var("BENCH_SINK_EXTRA")
+            .unwrap_or_default()
+            .replace(';', "\n"),
     )
     .await;
     stats::record_latencies(false);
-    let sends_per_s = counted as f64 / elapsed.as_secs_f64();
+    let _ = (elapsed, counted);
+    // the rate between the first and the last message the hub enqueued
+    let st = hub_times(&emu, "s-");
+    let sends_per_s = (st.len() - 1) as f64 / ((st[st.len() - 1] - st[0]) as f64 / 1000.0);
     let mut lat = stats::take_latencies();
     let p50 = stats::quantile_ms(&mut lat, 0.5);
     let p99 = stats::quantile_ms(&mut lat, 0.99);
@@ -333,17 +382,7 @@ async fn main() {
         "IotHub.C2D.MaxSendsPerSecond=500\n",
     )
     .await;
-    let mut times: Vec<i64> = emu
-        .c2d_messages()
-        .into_iter()
-        .filter(|m| {
-            m.message_id
-                .as_deref()
-                .is_some_and(|id| id.starts_with("l-"))
-        })
-        .map(|m| m.enqueued_ms)
-        .collect();
-    times.sort_unstable();
+    let times = hub_times(&emu, "l-");
     let span_s = (times[times.len() - 1] - times[0]) as f64 / 1000.0;
     let limited_rate = (times.len() - 1) as f64 / span_s;
     let mut max_window = 0usize;

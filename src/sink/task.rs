@@ -10,9 +10,10 @@
 //!   twice).
 //! * Up to `IotHub.C2D.MaxInFlight` messages are unsettled on the one AMQP link of the task's
 //!   [`C2dClient`]; the client keeps per-device order and retries throttling, full device queues,
-//!   unknown errors and connection loss itself. When more than [`QUEUE_FACTOR`] × MaxInFlight
-//!   records are waiting, the assigned partitions are paused (polling continues, so the group
-//!   membership is kept) until half of them are done.
+//!   unknown errors and connection loss itself. When [`QUEUE_FACTOR`] × MaxInFlight records are
+//!   waiting, the consumer is not polled; if that lasts [`BACKPRESSURE_PAUSE_AFTER`], the assigned
+//!   partitions are paused and polling resumes (group membership and `max.poll.interval.ms` are
+//!   safe) until half of them are done.
 //! * Record errors (conversion errors, unknown device, too large, malformed, or a retriable outcome
 //!   past `errors.retry.timeout`) go through `errors.tolerance`: `none` commits what is finished
 //!   before the record and fails the task with a message naming topic, partition and offset; `all`
@@ -58,6 +59,9 @@ use tracing::{debug, error, info, warn};
 /// Records waiting (consumed, not finished) at most `QUEUE_FACTOR × MaxInFlight` before the
 /// partitions are paused.
 pub const QUEUE_FACTOR: usize = 16;
+
+/// Backpressure lasting this long pauses the partitions (see `TaskState::sync_pause`).
+pub const BACKPRESSURE_PAUSE_AFTER: Duration = Duration::from_secs(10);
 
 /// State shared with the rebalance callbacks (which run inside the consumer's poll).
 struct Shared {
@@ -385,6 +389,7 @@ pub async fn run(ctx: TaskContext) -> anyhow::Result<()> {
         next_id: 0,
         cap: opts.max_queued,
         partitions_paused: false,
+        full_since: None,
         last_client_metrics: C2dMetricsSnapshot::default(),
     };
     let result = state.run_loop().await;
@@ -419,6 +424,7 @@ struct TaskState {
     next_id: u64,
     cap: usize,
     partitions_paused: bool,
+    full_since: Option<std::time::Instant>,
     last_client_metrics: C2dMetricsSnapshot,
 }
 
@@ -431,7 +437,11 @@ impl TaskState {
         let shutdown = self.ctx.shutdown.clone();
         let consumer = self.consumer.clone();
         loop {
-            self.sync_pause();
+            let may_poll = self.sync_pause();
+            let long_full = self
+                .full_since
+                .filter(|_| !self.partitions_paused)
+                .map(|t| tokio::time::Instant::from_std(t + BACKPRESSURE_PAUSE_AFTER));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
@@ -450,7 +460,8 @@ impl TaskState {
                     self.commit(false);
                     self.publish_client_metrics();
                 }
-                m = consumer.recv() => {
+                _ = tokio::time::sleep_until(long_full.unwrap_or_else(tokio::time::Instant::now)), if long_full.is_some() => {}
+                m = consumer.recv(), if may_poll => {
                     match m {
                         Ok(m) => self.on_record(&m).await?,
                         Err(e) => warn!("WorkerSinkTask{{id={}}} Kafka consumer error: {e}", self.ctx.id),
@@ -485,17 +496,27 @@ impl TaskState {
         self.last_client_metrics = now;
     }
 
-    /// Pauses or resumes the assigned partitions to match the operator's target and backpressure.
-    fn sync_pause(&mut self) {
+    /// Pauses or resumes the assigned partitions to match the operator's target and long
+    /// backpressure. Returns whether the consumer may be polled now: with `cap` records waiting it
+    /// is not polled (librdkafka keeps its prefetched records; heartbeats continue), and when that
+    /// lasts [`BACKPRESSURE_PAUSE_AFTER`] the partitions are paused and polling resumes (so
+    /// `max.poll.interval.ms` is never exceeded) until half of the waiting records are done.
+    /// (Pausing at once would make librdkafka drop and re-fetch its prefetched records each time.)
+    fn sync_pause(&mut self) -> bool {
         let in_flight = self.shared.tracker.lock().unwrap().in_flight();
-        let full = if self.partitions_paused {
-            in_flight > self.cap / 2
-        } else {
-            in_flight >= self.cap
-        };
+        let now = std::time::Instant::now();
+        if in_flight >= self.cap {
+            self.full_since.get_or_insert(now);
+        } else if !self.partitions_paused || in_flight <= self.cap / 2 {
+            self.full_since = None;
+        }
+        let full = self
+            .full_since
+            .is_some_and(|t| now.duration_since(t) >= BACKPRESSURE_PAUSE_AFTER);
+        let may_poll = in_flight < self.cap || self.partitions_paused || full;
         let want = self.ctx.is_paused() || full;
         if want == self.partitions_paused {
-            return;
+            return may_poll;
         }
         self.shared.paused.store(want, Ordering::SeqCst);
         match self.consumer.assignment() {
@@ -523,6 +544,7 @@ impl TaskState {
             if want { "paused" } else { "resumed" }
         );
         self.partitions_paused = want;
+        true
     }
 
     async fn on_record(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> anyhow::Result<()> {
