@@ -1,4 +1,4 @@
-//! Sink benchmark: `cargo run --release --example bench_sink -- [--messages N] [--devices D]
+//! Sink benchmark: `cargo run --release --example bench -- sink [--messages N] [--devices D]
 //! [--bootstrap HOST:PORT] [--limited-messages M]`.
 //!
 //! 1. Starts the IoT Hub emulator in-process and, without `--bootstrap`, a broker
@@ -290,8 +290,8 @@ async fn consumer_rate(bootstrap: &str, topic: &str, n: u64) -> f64 {
     (n - 1) as f64 / t0.unwrap().elapsed().as_secs_f64()
 }
 
-#[tokio::main]
-async fn main() {
+/// `bench sink …`: the sink benchmark (runs inside the bench binary's runtime).
+pub async fn run() {
     let args = parse_args();
     let (bootstrap, _broker) = match &args.bootstrap {
         Some(b) => (b.clone(), None),

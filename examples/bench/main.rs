@@ -15,6 +15,8 @@
 //!
 //! The structure leaves room for a `sink` mode beside `source` (see `main`).
 
+mod sink;
+
 use azure_messaging_eventhubs::{
     ConsumerClient, OpenReceiverOptions, StartLocation, StartPosition,
 };
@@ -75,9 +77,14 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match args.first().map(String::as_str) {
         Some("source") => rt.block_on(source(parse(&args[1..])?)),
+        Some("sink") => {
+            rt.block_on(sink::run());
+            Ok(())
+        }
         Some("emulator-child") => rt.block_on(emulator_child(parse(&args[1..])?)),
         _ => {
             eprintln!("usage: bench source [--events N --size B --partitions P --devices D --rate R --paced-seconds S]");
+            eprintln!("       bench sink [--messages N --devices D --limited-messages M --bootstrap HOST:PORT]");
             std::process::exit(1);
         }
     }
