@@ -790,6 +790,15 @@ impl TaskState {
     }
 
     fn commit(&mut self, all: bool) {
+        self.commit_offsets(all, CommitMode::Async);
+    }
+
+    fn commit_sync(&mut self) {
+        self.commit_offsets(true, CommitMode::Sync);
+    }
+
+    /// Commits the accepted-or-dead-lettered prefix of every partition (all of it with `all`).
+    fn commit_offsets(&mut self, all: bool, mode: CommitMode) {
         let offsets = self
             .shared
             .tracker
@@ -799,48 +808,18 @@ impl TaskState {
         if offsets.is_empty() {
             return;
         }
-        debug!(
-            "WorkerSinkTask{{id={}}} Committing offsets asynchronously: {}",
-            self.ctx.id,
-            show_offsets(&offsets)
-        );
-        match self
-            .consumer
-            .commit(&offsets_tpl(&offsets), CommitMode::Async)
-        {
-            Ok(()) => METRICS.commit_succeeded(&self.labels),
-            Err(e) => {
-                METRICS
-                    .offset_commit_failure
-                    .get_or_create(&self.labels)
-                    .inc();
-                warn!(
-                    "WorkerSinkTask{{id={}}} Offset commit failed: {e}",
-                    self.ctx.id
-                );
-            }
+        let shown = show_offsets(&offsets);
+        match mode {
+            CommitMode::Sync => info!(
+                "WorkerSinkTask{{id={}}} Committing offsets synchronously: {shown}",
+                self.ctx.id
+            ),
+            CommitMode::Async => debug!(
+                "WorkerSinkTask{{id={}}} Committing offsets asynchronously: {shown}",
+                self.ctx.id
+            ),
         }
-    }
-
-    fn commit_sync(&mut self) {
-        let offsets = self
-            .shared
-            .tracker
-            .lock()
-            .unwrap()
-            .committable(true, |_| true);
-        if offsets.is_empty() {
-            return;
-        }
-        info!(
-            "WorkerSinkTask{{id={}}} Committing offsets synchronously: {}",
-            self.ctx.id,
-            show_offsets(&offsets)
-        );
-        match self
-            .consumer
-            .commit(&offsets_tpl(&offsets), CommitMode::Sync)
-        {
+        match self.consumer.commit(&offsets_tpl(&offsets), mode) {
             Ok(()) => METRICS.commit_succeeded(&self.labels),
             Err(e) => {
                 METRICS
