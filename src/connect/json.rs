@@ -18,31 +18,52 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Appends `s` as a quoted JSON string.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
-    for ch in s.chars() {
-        let c = ch as u32;
-        match ch {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{08}' => out.extend_from_slice(b"\\b"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\u{0C}' => out.extend_from_slice(b"\\f"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            _ if c < 0x20 => write_u_escape(out, c as u16),
-            _ if c > 0xFFFF => {
-                let mut units = [0u16; 2];
-                for unit in ch.encode_utf16(&mut units) {
-                    write_u_escape(out, *unit);
-                }
-            }
-            _ => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    // Runs of bytes that need no escaping are copied at once: everything but `"`, `\`, control
+    // characters and the lead byte of a 4-byte (non-BMP) UTF-8 sequence, which Jackson writes as a
+    // surrogate pair. Continuation bytes of BMP characters are >= 0x80 and < 0xF0, so they are plain.
+    let bytes = s.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b >= 0x20 && b != b'"' && b != b'\\' && b < 0xF0 {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        let ch = s[i..].chars().next().expect("i is on a char boundary");
+        write_escaped_char(out, ch);
+        i += ch.len_utf8();
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// One character that needs escaping.
+fn write_escaped_char(out: &mut Vec<u8>, ch: char) {
+    let c = ch as u32;
+    match ch {
+        '"' => out.extend_from_slice(b"\\\""),
+        '\\' => out.extend_from_slice(b"\\\\"),
+        '\u{08}' => out.extend_from_slice(b"\\b"),
+        '\t' => out.extend_from_slice(b"\\t"),
+        '\n' => out.extend_from_slice(b"\\n"),
+        '\u{0C}' => out.extend_from_slice(b"\\f"),
+        '\r' => out.extend_from_slice(b"\\r"),
+        _ if c < 0x20 => write_u_escape(out, c as u16),
+        _ if c > 0xFFFF => {
+            let mut units = [0u16; 2];
+            for unit in ch.encode_utf16(&mut units) {
+                write_u_escape(out, *unit);
             }
         }
+        _ => {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        }
     }
-    out.push(b'"');
 }
 
 fn write_u_escape(out: &mut Vec<u8>, unit: u16) {
