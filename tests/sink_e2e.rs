@@ -698,6 +698,19 @@ fn pause_stops_sending_and_resume_continues_without_loss() {
             .sum::<i64>()
             == 100
     });
+    // GET /connectors/{name}/offsets: the consumer group's committed offsets, KIP-875 shape.
+    let (code, offsets) = env.rest("GET", port, &format!("/connectors/{name}/offsets"));
+    assert_eq!(code, 200);
+    let list = offsets["offsets"].as_array().expect("offsets list");
+    let total: i64 = list
+        .iter()
+        .map(|o| {
+            assert_eq!(o["partition"]["kafka_topic"], topic.as_str());
+            assert!(o["partition"]["kafka_partition"].is_i64());
+            o["offset"]["kafka_offset"].as_i64().expect("kafka_offset")
+        })
+        .sum();
+    assert_eq!(total, 100, "{offsets}");
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
 }
 
