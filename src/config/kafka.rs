@@ -196,31 +196,24 @@ pub fn producer_settings(
     connector: &ConnectorConfig,
     task: usize,
 ) -> Result<ClientSettings, Problems> {
-    let mut problems = Problems::default();
-    let mut m = BTreeMap::new();
-    m.insert(
-        "bootstrap.servers".to_string(),
-        worker.bootstrap_servers.clone(),
-    );
-    m.insert("acks".into(), "all".into());
-    m.insert("enable.idempotence".into(), "true".into());
-    m.insert("max.in.flight.requests.per.connection".into(), "5".into());
-    m.insert("delivery.timeout.ms".into(), "2147483647".into());
-    m.insert("linger.ms".into(), "5".into());
-    m.insert(
-        "client.id".into(),
-        format!("connector-producer-{}-{task}", connector.name),
-    );
-    let wf = worker.file.display_name();
-    m.extend(translate(&wf, "producer.", &worker.producer, &mut problems));
-    let cf = connector.file.display_name();
-    m.extend(translate(
-        &cf,
-        "producer.override.",
-        &connector.producer_override,
-        &mut problems,
-    ));
-    finish(m, problems)
+    let forced = [
+        ("acks", "all".to_string()),
+        ("enable.idempotence", "true".to_string()),
+        ("max.in.flight.requests.per.connection", "5".to_string()),
+        ("delivery.timeout.ms", "2147483647".to_string()),
+        ("linger.ms", "5".to_string()),
+        (
+            "client.id",
+            format!("connector-producer-{}-{task}", connector.name),
+        ),
+    ];
+    layered(
+        worker,
+        connector,
+        &forced,
+        ("producer.", &worker.producer),
+        ("producer.override.", &connector.producer_override),
+    )
 }
 
 /// Consumer for sink task `task` (group `connect-<name>`, auto-commit off, earliest).
@@ -229,27 +222,53 @@ pub fn consumer_settings(
     connector: &ConnectorConfig,
     task: usize,
 ) -> Result<ClientSettings, Problems> {
+    let forced = [
+        ("group.id", format!("connect-{}", connector.name)),
+        (
+            "client.id",
+            format!("connector-consumer-{}-{task}", connector.name),
+        ),
+        ("enable.auto.commit", "false".to_string()),
+        ("enable.auto.offset.store", "false".to_string()),
+        ("auto.offset.reset", "earliest".to_string()),
+    ];
+    layered(
+        worker,
+        connector,
+        &forced,
+        ("consumer.", &worker.consumer),
+        ("consumer.override.", &connector.consumer_override),
+    )
+}
+
+/// Connect's precedence: `bootstrap.servers` and the forced settings, then the worker's prefixed keys,
+/// then the connector's `*.override.*` keys.
+fn layered(
+    worker: &WorkerConfig,
+    connector: &ConnectorConfig,
+    forced: &[(&str, String)],
+    (worker_prefix, worker_keys): (&str, &BTreeMap<String, String>),
+    (override_prefix, override_keys): (&str, &BTreeMap<String, String>),
+) -> Result<ClientSettings, Problems> {
     let mut problems = Problems::default();
     let mut m = BTreeMap::new();
     m.insert(
         "bootstrap.servers".to_string(),
         worker.bootstrap_servers.clone(),
     );
-    m.insert("group.id".into(), format!("connect-{}", connector.name));
-    m.insert(
-        "client.id".into(),
-        format!("connector-consumer-{}-{task}", connector.name),
-    );
-    m.insert("enable.auto.commit".into(), "false".into());
-    m.insert("enable.auto.offset.store".into(), "false".into());
-    m.insert("auto.offset.reset".into(), "earliest".into());
-    let wf = worker.file.display_name();
-    m.extend(translate(&wf, "consumer.", &worker.consumer, &mut problems));
-    let cf = connector.file.display_name();
+    for (k, v) in forced {
+        m.insert(k.to_string(), v.clone());
+    }
     m.extend(translate(
-        &cf,
-        "consumer.override.",
-        &connector.consumer_override,
+        &worker.file.display_name(),
+        worker_prefix,
+        worker_keys,
+        &mut problems,
+    ));
+    m.extend(translate(
+        &connector.file.display_name(),
+        override_prefix,
+        override_keys,
         &mut problems,
     ));
     finish(m, problems)

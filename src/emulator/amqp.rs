@@ -293,6 +293,15 @@ type Links = LinkAcceptor<
     fn(fe2o3_amqp::types::messaging::Target) -> Option<fe2o3_amqp::types::messaging::Target>,
 >;
 
+/// Whether this connection may use the IoT Hub service nodes (C2D send, feedback) at `now`.
+fn iothub_authorized(hub: &Hub, auth: &SharedConnAuth, now: u64) -> bool {
+    hub.no_auth
+        || auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iothub_allows(now)
+}
+
 fn unauthorized(path: &str) -> definitions::Error {
     amqp_error(
         "amqp:unauthorized-access",
@@ -344,12 +353,7 @@ async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth:
                         Err(e) => tracing::debug!(error = %e, "request link attach failed"),
                     }
                 } else if node.eq_ignore_ascii_case("messages/devicebound") {
-                    if !hub.no_auth
-                        && !auth
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .iothub_allows(now)
-                    {
+                    if !iothub_authorized(&hub, &auth, now) {
                         refuse(&links, attach, &mut session, amqp_error("amqp:unauthorized-access", "Unauthorized: put an IoT Hub service token on $cbs (or use SASL PLAIN) before attaching to /messages/devicebound.")).await;
                         continue;
                     }
@@ -399,12 +403,7 @@ async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth:
                         Err(e) => tracing::debug!(error = %e, "reply link attach failed"),
                     }
                 } else if path.eq_ignore_ascii_case("messages/servicebound/feedback") {
-                    if !hub.no_auth
-                        && !auth
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .iothub_allows(now)
-                    {
+                    if !iothub_authorized(&hub, &auth, now) {
                         refuse(&links, attach, &mut session, amqp_error("amqp:unauthorized-access", "Unauthorized: put an IoT Hub service token on $cbs (or use SASL PLAIN) before attaching to /messages/servicebound/feedback.")).await;
                         continue;
                     }
