@@ -729,3 +729,7 @@ mod tests {
             .contains("TC_ENDBLOCKDATA"));
     }
 }
+
+#[cfg(test)]
+#[path = "file_props.rs"]
+mod props;

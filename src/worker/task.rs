@@ -364,4 +364,4 @@ impl TaskHandle {
 
 #[cfg(test)]
 #[path = "task_tests.rs"]
-mod tests;
+pub(crate) mod tests;

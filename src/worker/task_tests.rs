@@ -17,15 +17,28 @@ pub(crate) struct Fixture {
 /// A worker and a sink connector configuration (offline: nothing connects).
 pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().join("worker.properties");
-    let c = dir.path().join("sink.properties");
+    let mut loaded = loaded(dir.path());
+    let offsets = FileOffsetBackingStore::open(&loaded.worker.offset_file).unwrap();
+    Fixture {
+        connector: Arc::new(loaded.connectors.remove(0)),
+        worker: Arc::new(loaded.worker),
+        offsets,
+        _dir: dir,
+    }
+}
+
+/// Worker and connector files in `dir` (offsets in `dir/offsets/connect.offsets`), loaded.
+pub(crate) fn loaded(dir: &std::path::Path) -> crate::config::Loaded {
+    std::fs::create_dir_all(dir.join("offsets")).unwrap();
+    let w = dir.join("worker.properties");
+    let c = dir.join("sink.properties");
     std::fs::write(
         &w,
         format!(
             "bootstrap.servers=127.0.0.1:9\nkey.converter=org.apache.kafka.connect.storage.StringConverter\n\
              value.converter=org.apache.kafka.connect.storage.StringConverter\n\
              offset.storage.file.filename={}\n",
-            dir.path().join("connect.offsets").display()
+            dir.join("offsets").join("connect.offsets").display()
         ),
     )
     .unwrap();
@@ -35,14 +48,7 @@ pub(crate) fn fixture() -> Fixture {
          IotHub.ConnectionString=HostName=h.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=AAAA\n",
     )
     .unwrap();
-    let mut loaded = load_all(&w, &[c]).unwrap_or_else(|e| panic!("{:?}", e.problems));
-    let offsets = FileOffsetBackingStore::open(&loaded.worker.offset_file).unwrap();
-    Fixture {
-        connector: Arc::new(loaded.connectors.remove(0)),
-        worker: Arc::new(loaded.worker),
-        offsets,
-        _dir: dir,
-    }
+    load_all(&w, &[c]).unwrap_or_else(|e| panic!("{:?}", e.problems))
 }
 
 const KIND: TaskKind = TaskKind {
@@ -64,7 +70,7 @@ fn handle(f: &Fixture, body: TaskBody) -> Arc<TaskHandle> {
     )
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
