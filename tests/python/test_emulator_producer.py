@@ -150,10 +150,11 @@ def test_producer_to_the_entity_spreads_and_partition_key_sticks(emulator):
 def test_producer_and_consumer_over_websockets(emulator):
     assert emulator["wsEndpoint"].startswith("ws://")
     before = last_seq(emulator)[1]
-    # The client dials ws://<host:port/path of custom_endpoint_address> (TLS is off for the emulator).
+    # The client appends /$servicebus/websocket to custom_endpoint_address itself and dials ws://
+    # (UseDevelopmentEmulator turns TLS off), so it gets host:port only.
     kwargs = dict(
         transport_type=TransportType.AmqpOverWebsocket,
-        custom_endpoint_address=emulator["wsEndpoint"],
+        custom_endpoint_address=f"sb://{emulator['wsHostPort']}",
     )
     producer = EventHubProducerClient.from_connection_string(emulator["producerConnectionString"], **kwargs)
     with producer:
