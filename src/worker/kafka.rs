@@ -3,22 +3,23 @@
 
 use crate::config::kafka::admin_settings;
 use crate::config::WorkerConfig;
+use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::Duration;
 
 /// Asks the cluster for its metadata and id. The error says which servers were tried and why.
 pub async fn cluster_id(worker: &WorkerConfig) -> anyhow::Result<String> {
-    let settings = admin_settings(worker).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let settings = admin_settings(worker)?;
     let servers = worker.bootstrap_servers.clone();
     let timeout = worker.kafka_check_timeout.max(Duration::from_millis(100));
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = settings
             .config
             .create()
-            .map_err(|e| anyhow::anyhow!("cannot create a Kafka client for {servers}: {e}"))?;
-        let metadata = consumer.fetch_metadata(None, timeout).map_err(|e| {
-            anyhow::anyhow!(
-                "Kafka cluster at {servers} did not answer within {} ms (default.api.timeout.ms): {e}",
+            .with_context(|| format!("cannot create a Kafka client for {servers}"))?;
+        let metadata = consumer.fetch_metadata(None, timeout).with_context(|| {
+            format!(
+                "Kafka cluster at {servers} did not answer within {} ms (default.api.timeout.ms)",
                 timeout.as_millis()
             )
         })?;

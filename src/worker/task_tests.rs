@@ -221,3 +221,112 @@ async fn a_failure_while_stopping_is_reported_by_stop() {
         None
     );
 }
+
+/// The task lifecycle as a state machine, against a model: after every operation the reported
+/// state and the number of live bodies match the model, and no two bodies ever live at once (also
+/// when the same operations run concurrently).
+mod lifecycle_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Start,
+        Stop,
+        Restart,
+        Pause,
+        Resume,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Start),
+            Just(Op::Stop),
+            Just(Op::Restart),
+            Just(Op::Pause),
+            Just(Op::Resume)
+        ]
+    }
+
+    async fn apply(t: &Arc<TaskHandle>, op: Op) {
+        let soon = || tokio::time::Instant::now() + Duration::from_secs(10);
+        match op {
+            Op::Start => t.start().await,
+            Op::Stop => {
+                t.stop(soon()).await;
+            }
+            Op::Restart => t.restart(Duration::from_secs(10)).await,
+            Op::Pause => t.set_target(TargetState::Paused),
+            Op::Resume => t.set_target(TargetState::Started),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn sequential_operations_follow_the_model(ops in proptest::collection::vec(op(), 1..12)) {
+            runtime().block_on(async {
+                let f = fixture();
+                let census = Arc::new(Census::default());
+                let t = handle(&f, counted_body(census.clone()));
+                let (mut running, mut paused) = (false, false);
+                for op in ops {
+                    apply(&t, op).await;
+                    match op {
+                        Op::Start | Op::Restart => running = true,
+                        Op::Stop => running = false,
+                        Op::Pause => paused = true,
+                        Op::Resume => paused = false,
+                    }
+                    let want = match (running, paused) {
+                        (false, _) => TaskState::Unassigned,
+                        (true, true) => TaskState::Paused,
+                        (true, false) => TaskState::Running,
+                    };
+                    assert_eq!(t.state(), want, "after {op:?}");
+                    let alive = usize::from(running);
+                    wait_until("the model's body count", || {
+                        census.alive.load(Ordering::SeqCst) == alive
+                    })
+                    .await;
+                }
+                assert!(census.max.load(Ordering::SeqCst) <= 1);
+                t.stop(tokio::time::Instant::now() + Duration::from_secs(10)).await;
+            });
+        }
+
+        #[test]
+        fn concurrent_operations_never_run_two_bodies(ops in proptest::collection::vec(op(), 1..24)) {
+            runtime().block_on(async {
+                let f = fixture();
+                let census = Arc::new(Census::default());
+                let t = handle(&f, counted_body(census.clone()));
+                t.start().await;
+                let calls: Vec<_> = ops
+                    .into_iter()
+                    .map(|op| {
+                        let t = t.clone();
+                        tokio::spawn(async move { apply(&t, op).await })
+                    })
+                    .collect();
+                for c in calls {
+                    c.await.unwrap();
+                }
+                let alive = usize::from(matches!(t.state(), TaskState::Running | TaskState::Paused));
+                wait_until("settled", || census.alive.load(Ordering::SeqCst) == alive).await;
+                assert!(census.max.load(Ordering::SeqCst) <= 1, "two bodies at once");
+                t.stop(tokio::time::Instant::now() + Duration::from_secs(10)).await;
+                assert_eq!(census.alive.load(Ordering::SeqCst), 0);
+            });
+        }
+    }
+}
