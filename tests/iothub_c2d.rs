@@ -2,12 +2,15 @@
 
 use iotconnect::config::Secret;
 use iotconnect::emulator::{Emulator, EmulatorOptions};
+#[path = "../examples/bench/raw_c2d.rs"]
+mod raw_c2d;
+
 use iotconnect::iothub::c2d::{
-    raw_send_rate, AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed,
-    Completion, Outcome,
+    AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed, Completion, Outcome,
 };
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::iothub::ratelimit::Backoff;
+use raw_c2d::raw_send_rate;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
