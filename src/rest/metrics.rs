@@ -51,6 +51,8 @@ pub struct Metrics {
     pub record_errors: CounterFamily,
     pub reconnects: CounterFamily,
     pub task_running: GaugeFamily,
+    /// Task runs that ended FAILED (error or panic); counted by the worker's supervisor.
+    pub task_failures: CounterFamily,
     process_rss: Gauge,
     process_uptime: Gauge<f64, AtomicU64>,
     started: Instant,
@@ -200,6 +202,12 @@ impl Metrics {
                 "task_running",
                 "1 when the task is RUNNING",
                 GaugeFamily::default()
+            ),
+            task_failures: reg!(
+                r,
+                "task_failures",
+                "Task runs that ended FAILED (an error or a panic)",
+                CounterFamily::default()
             ),
             process_rss: reg!(
                 r,

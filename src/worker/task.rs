@@ -10,7 +10,8 @@
 //!   lifecycle lock for its whole duration, so a new body starts only after the old one has returned
 //!   (and so committed) or was aborted at its deadline; a start while a body runs is a no-op.
 //! * **Never silently dead.** A body that returns `Err` or panics leaves the task FAILED with the
-//!   error chain or the panic message as its trace (REST status, `/readyz` 503, `task_running` 0).
+//!   error chain or the panic message as its trace (REST status, `/readyz` 503, `task_running` 0,
+//!   `task_failures_total` + 1).
 //! * Each run gets a fresh [`TaskContext`]: its own shutdown token and its own producers (created on
 //!   first use, dropped when the run ends), so a fenced producer never outlives a restart.
 
@@ -19,6 +20,7 @@ use super::errors::{DeadLetterQueueReporter, LogReporter, ToleranceOperator};
 use super::producer::Producer;
 use crate::config::{ConnectorConfig, WorkerConfig};
 use crate::offsets::OffsetBackingStore;
+use crate::rest::metrics::{task_labels, METRICS};
 use anyhow::Context as _;
 use futures::FutureExt;
 use serde::Serialize;
@@ -277,6 +279,7 @@ impl TaskHandle {
         let id = self.id.clone();
         let kind = self.kind;
         let health = self.health.clone();
+        let labels = task_labels(&self.connector.name, self.task_id);
         let span = tracing::info_span!("task", ctx = %format!("{}|task-{}", self.connector.name, self.task_id));
         let join = tokio::spawn(
             async move {
@@ -303,7 +306,10 @@ impl TaskHandle {
                     }
                 };
                 *state.lock().unwrap() = match failed {
-                    Some(trace) => TaskState::Failed(trace),
+                    Some(trace) => {
+                        METRICS.task_failures.get_or_create(&labels).inc();
+                        TaskState::Failed(trace)
+                    }
                     None => TaskState::Unassigned,
                 };
                 health.set_links_up(false);

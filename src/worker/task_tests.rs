@@ -16,8 +16,13 @@ pub(crate) struct Fixture {
 
 /// A worker and a sink connector configuration (offline: nothing connects).
 pub(crate) fn fixture() -> Fixture {
+    fixture_named("t")
+}
+
+/// As [`fixture`], with the connector called `name` (for per-connector metrics).
+pub(crate) fn fixture_named(name: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut loaded = loaded(dir.path());
+    let mut loaded = loaded_named(dir.path(), name);
     let offsets = FileOffsetBackingStore::open(&loaded.worker.offset_file).unwrap();
     Fixture {
         connector: Arc::new(loaded.connectors.remove(0)),
@@ -29,6 +34,10 @@ pub(crate) fn fixture() -> Fixture {
 
 /// Worker and connector files in `dir` (offsets in `dir/offsets/connect.offsets`), loaded.
 pub(crate) fn loaded(dir: &std::path::Path) -> crate::config::Loaded {
+    loaded_named(dir, "t")
+}
+
+fn loaded_named(dir: &std::path::Path, name: &str) -> crate::config::Loaded {
     std::fs::create_dir_all(dir.join("offsets")).unwrap();
     let w = dir.join("worker.properties");
     let c = dir.join("sink.properties");
@@ -44,8 +53,8 @@ pub(crate) fn loaded(dir: &std::path::Path) -> crate::config::Loaded {
     .unwrap();
     std::fs::write(
         &c,
-        "name=t\nconnector.class=IotHubSink\ntopics=iotout\n\
-         IotHub.ConnectionString=HostName=h.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=AAAA\n",
+        format!("name={name}\nconnector.class=IotHubSink\ntopics=iotout\n\
+         IotHub.ConnectionString=HostName=h.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=AAAA\n"),
     )
     .unwrap();
     load_all(&w, &[c]).unwrap_or_else(|e| panic!("{:?}", e.problems))
@@ -163,7 +172,14 @@ async fn a_start_while_a_body_runs_is_a_no_op() {
 
 #[tokio::test]
 async fn a_panicking_body_is_failed_with_its_message_and_restarts() {
-    let f = fixture();
+    let f = fixture_named("panics");
+    let failures = || {
+        crate::rest::metrics::METRICS
+            .task_failures
+            .get_or_create(&crate::rest::metrics::task_labels("panics", 0))
+            .get()
+    };
+    assert_eq!(failures(), 0);
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
     let t = handle(
@@ -186,6 +202,7 @@ async fn a_panicking_body_is_failed_with_its_message_and_restarts() {
         other => panic!("{other:?}"),
     }
     assert!(!t.health.links_up());
+    assert_eq!(failures(), 1, "the failure shows in metrics");
     t.restart(Duration::from_secs(5)).await;
     assert_eq!(t.state(), TaskState::Running);
     wait_until("the second run", || runs.load(Ordering::SeqCst) == 2).await;
