@@ -61,7 +61,9 @@ fn main() -> ExitCode {
     iotconnect::init_tls();
     match cli.command {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
-        Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
+        Command::Standalone(f) => {
+            iotconnect::worker::standalone::main(f.worker, f.connectors, iotconnect::plugins())
+        }
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();
             match iotconnect::offsets::cli::run(&args, &mut out) {
