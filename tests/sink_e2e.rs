@@ -981,3 +981,94 @@ fn c2d_sent_metric_is_current() {
     });
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
 }
+
+/// Issue 10.7 (sink): `amqp://` to a non-loopback host is refused unless `IotHub.AllowPlaintext=true`;
+/// `IotHub.TrustedCaFile` makes an `amqps://` endpoint with a private CA work end to end.
+#[test]
+fn plaintext_needs_opt_in_and_a_private_ca_secures_amqps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let (cert, key, ca_file) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let env = Env::new(EmulatorOptions {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..Default::default()
+    });
+    let info = env.emu().info();
+    assert!(info.amqp_endpoint.starts_with("amqps://"));
+    let w = env.worker_file("");
+    let file = |name: &str, extra: &str| {
+        write_file(
+            env.dir.path(),
+            &format!("{name}.properties"),
+            &format!(
+                "name={name}\nconnector.class=IotHubSink\ntopics=t\n\
+                 IotHub.ConnectionString={}\n{extra}",
+                info.service_connection_string.expose()
+            ),
+        )
+    };
+    let validate = |c: &Path| {
+        let mut p = Process::spawn(
+            &[
+                "validate",
+                &w.display().to_string(),
+                &c.display().to_string(),
+            ],
+            &[],
+        );
+        let code = p.wait(Duration::from_secs(30));
+        let out = format!("{}\n{}", p.stdout.lock().unwrap().join("\n"), p.log());
+        (code, out)
+    };
+    let (code, out) = validate(&file(
+        "plain",
+        "IotHub.CustomEndpoint=amqp://10.20.30.40:5672\n",
+    ));
+    assert_eq!(code, Some(78), "{out}");
+    assert!(
+        out.contains("IotHub.CustomEndpoint") && out.contains("IotHub.AllowPlaintext"),
+        "{out}"
+    );
+    let (code, out) = validate(&file(
+        "plain-ok",
+        "IotHub.CustomEndpoint=amqp://10.20.30.40:5672\nIotHub.AllowPlaintext=true\n",
+    ));
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = validate(&file(
+        "loop",
+        "IotHub.CustomEndpoint=amqp://127.0.0.1:5672\n",
+    ));
+    assert_eq!(code, Some(0), "loopback needs no opt-in: {out}");
+
+    // amqps:// with the private CA: delivered.
+    let topic = unique("tls");
+    create_topic(&env.bootstrap, &topic, 1);
+    produce(&env.bootstrap, &topic, &[(None, TUTORIAL.as_bytes())]);
+    let name = unique("sink-tls");
+    let c = env.sink_file(
+        &name,
+        &topic,
+        &format!("IotHub.TrustedCaFile={}\n", ca_file.display()),
+    );
+    let mut p = env.start(&w, &[c]);
+    wait_until("delivered over TLS", Duration::from_secs(40), || {
+        !env.device_messages("myDeviceId").is_empty()
+    });
+    assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
+}
