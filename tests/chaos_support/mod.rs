@@ -116,7 +116,9 @@ impl C2dSent {
                 let device = format!("cdev-{d}");
                 values.push((
                     device.clone(),
-                    format!(r#"{{"messageId":"{id}","message":"chaos {n}","deviceId":"{device}"}}"#),
+                    format!(
+                        r#"{{"messageId":"{id}","message":"chaos {n}","deviceId":"{device}"}}"#
+                    ),
                 ));
                 self.index.insert(id.clone(), n);
                 self.ids.push(id);
