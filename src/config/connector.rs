@@ -130,6 +130,9 @@ pub struct SourceConfig {
     pub receive_timeout: Duration,
     pub record_key: RecordKey,
     pub record_format: RecordFormat,
+    /// `IotHub.StallTimeout`: a partition silent this long while the hub has newer events is
+    /// reopened (source/stall.rs); zero disables the watchdog.
+    pub stall_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -480,6 +483,7 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
         "raw" => RecordFormat::Raw,
         _ => RecordFormat::Struct,
     };
+    let stall_timeout = Duration::from_secs(r.int("IotHub.StallTimeout", 60, 0, 86_400) as u64);
     if r.problems.len() > before {
         return None;
     }
@@ -495,6 +499,7 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
         receive_timeout,
         record_key,
         record_format,
+        stall_timeout,
     })
 }
 
