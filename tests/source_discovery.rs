@@ -25,6 +25,7 @@ fn source_config(emu: &Emulator, key: Option<&str>) -> SourceConfig {
         record_key: RecordKey::None,
         record_format: RecordFormat::Struct,
         stall_timeout: Duration::from_secs(60),
+        transport: Default::default(),
     }
 }
 

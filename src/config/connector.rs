@@ -133,6 +133,8 @@ pub struct SourceConfig {
     /// `IotHub.StallTimeout`: a partition silent this long while the hub has newer events is
     /// reopened (source/stall.rs); zero disables the watchdog.
     pub stall_timeout: Duration,
+    /// `IotHub.TransportType`, `IotHub.AllowPlaintext` (read by source/transport.rs).
+    pub transport: crate::source::transport::SourceTransport,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -435,6 +437,7 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
         }
     };
     let custom_endpoint = check_custom_endpoint(r);
+    let transport = crate::source::transport::read(r, custom_endpoint.as_deref());
     let consumer_group = r
         .non_empty("IotHub.ConsumerGroup")
         .unwrap_or_else(|| "$Default".into());
@@ -500,6 +503,7 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
         record_key,
         record_format,
         stall_timeout,
+        transport,
     })
 }
 

@@ -61,6 +61,21 @@ pub fn is_unauthorized(e: &EventHubsError) -> bool {
 /// The address the Event Hubs client dials: the custom endpoint, else the namespace host on the
 /// transport's port (the SDK drops any port in the `sb://` endpoint).
 pub fn dialled(source: &SourceConfig) -> String {
+    if source.transport.kind == super::transport::TransportType::AmqpWebSockets {
+        // The library keeps only host[:port] of the custom endpoint (or the hub's host, port 443).
+        let target = source
+            .custom_endpoint
+            .clone()
+            .unwrap_or_else(|| source.connection.endpoint.clone());
+        let rest = target.split_once("://").map_or(target.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let authority = if source.custom_endpoint.is_some() {
+            authority.to_string()
+        } else {
+            authority.split(':').next().unwrap_or(authority).to_string()
+        };
+        return format!("wss://{authority}/$servicebus/websocket/");
+    }
     match &source.custom_endpoint {
         Some(e) => e.clone(),
         None => {

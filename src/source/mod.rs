@@ -20,6 +20,7 @@ pub mod reader;
 pub mod record;
 pub mod stall;
 pub mod task;
+pub mod transport;
 
 use crate::config::{ConnectorConfig, WorkerConfig};
 use crate::worker::runtime::TaskPlan;
@@ -54,6 +55,13 @@ pub async fn plan_tasks(
     let records = record::RecordBuilder::new(&worker, &connector)
         .with_context(|| format!("connector {}", connector.name))?;
     let offsets = crate::worker::offsets::open(&worker.offset_file)?;
+    if source.transport.kind == transport::TransportType::AmqpWebSockets {
+        for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+            if std::env::var_os(var).is_some() {
+                warn!("{var} is set but the Event Hubs client library cannot use a proxy: the source connects to the hub directly");
+            }
+        }
+    }
     let partitions = discover_partitions(&connector.name, &source).await?;
     if let Some(n) = source.partitions {
         if n as usize != partitions.len() {

@@ -69,6 +69,9 @@ pub async fn open_client(
     if let Some(ep) = &source.custom_endpoint {
         b = b.with_custom_endpoint(ep.clone());
     }
+    if source.transport.kind == super::transport::TransportType::AmqpWebSockets {
+        b = b.with_transport(azure_messaging_eventhubs::models::AmqpTransport::WebSocket);
+    }
     b.open_with_connection_string(source.connection.connection_string().expose(), None)
         .await
 }
