@@ -139,4 +139,53 @@ mod tests {
         assert_eq!(endpoint_host("amqp://10.1.2.3:5672/"), "10.1.2.3");
         assert_eq!(endpoint_host("amqp://[::1]:5672"), "[::1]");
     }
+
+    fn problems(keys: &[(&str, &str)], ep: Option<&str>) -> (SourceTransport, Vec<String>) {
+        let props: crate::config::properties::Properties = keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut r = Reader::new("source.properties", &props);
+        let t = read(&mut r, ep);
+        (t, r.problems.0.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_host_needs_the_opt_in() {
+        let (_, p) = problems(&[], Some("amqp://10.1.2.3:5672"));
+        assert!(
+            p.len() == 1 && p[0].contains("IotHub.AllowPlaintext=true"),
+            "{p:?}"
+        );
+        let (t, p) = problems(
+            &[("IotHub.AllowPlaintext", "true")],
+            Some("amqp://10.1.2.3:5672"),
+        );
+        assert!(p.is_empty() && t.allow_plaintext, "{p:?}");
+        let (_, p) = problems(&[], Some("amqp://127.0.0.1:5672"));
+        assert!(p.is_empty(), "loopback is fine: {p:?}");
+        let (_, p) = problems(&[], Some("amqps://10.1.2.3:5671"));
+        assert!(p.is_empty(), "TLS is fine: {p:?}");
+    }
+
+    #[test]
+    fn websockets_proxy_and_ca_keys() {
+        let (t, p) = problems(&[("IotHub.TransportType", "AmqpWebSockets")], None);
+        assert_eq!(t.kind, TransportType::AmqpWebSockets);
+        assert!(p.is_empty(), "{p:?}");
+        let (_, p) = problems(
+            &[("IotHub.TransportType", "AmqpWebSockets")],
+            Some("amqp://127.0.0.1:1"),
+        );
+        assert!(p.len() == 1 && p[0].contains("wss://"), "{p:?}");
+        let (_, p) = problems(&[("IotHub.TransportType", "Tcp")], None);
+        assert_eq!(p.len(), 1, "{p:?}");
+        let (_, p) = problems(&[("IotHub.Proxy", "http://127.0.0.1:3128")], None);
+        assert!(p.len() == 1 && p[0].contains("proxy"), "{p:?}");
+        let (_, p) = problems(&[("IotHub.TrustedCaFile", "/nonexistent/ca.pem")], None);
+        assert!(
+            p.len() == 1 && p[0].contains("SSL_CERT_FILE=/nonexistent/ca.pem"),
+            "{p:?}"
+        );
+    }
 }
