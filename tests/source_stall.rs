@@ -14,7 +14,7 @@ fn noschema_worker(dir: &std::path::Path) -> std::path::PathBuf {
     worker_file(dir, JSON, JSON, "value.converter.schemas.enable=false\n")
 }
 
-fn labels<'a>(p: &'a str) -> [(&'a str, &'a str); 2] {
+fn labels(p: &str) -> [(&str, &str); 2] {
     [("connector", "src"), ("partition", p)]
 }
 

@@ -36,6 +36,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+/// AMQP link credit per partition (the benchmark's raw reader uses the same).
+pub use super::reader::PREFETCH;
+
 /// Records in flight (enqueued, not yet acknowledged) per hub partition.
 pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 1024;
 /// What every task of one connector shares.
