@@ -132,3 +132,44 @@ fn a_missing_topic_fails_the_task_whatever_the_tolerance_and_commits_nothing() {
         "nothing was delivered, so nothing is committed"
     );
 }
+
+#[test]
+fn a_key_refused_while_running_fails_the_task_at_once_with_the_cause() {
+    let hub = Hub::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("src-401");
+    create_topic(&broker().bootstrap, &topic, 1);
+    hub.send("d", b"{\"i\":0}", None);
+    let w = noschema_worker(dir.path());
+    let port = rest_port(&w);
+    let c = source_file(dir.path(), "src", &topic, &hub, "");
+    let mut p = start(&w, &c);
+    read_topic(&broker().bootstrap, &topic, 1, T);
+    // The key is refused from now on (as after a key rotation); the connection drops, the SDK
+    // reconnects and its put-token gets 401.
+    post_fault(
+        &hub,
+        serde_json::json!({"refuseTokensSeconds": 600, "dropConnections": true}),
+    );
+    let t0 = std::time::Instant::now();
+    wait_until("the task to fail", T, || {
+        task_state(port, "src").0 == "FAILED"
+    });
+    let (_, trace) = task_state(port, "src");
+    assert!(trace.contains("IoT Hub refused the access key"), "{trace}");
+    assert!(
+        trace.contains(&hub.emu().info().amqp_endpoint),
+        "names the address: {trace}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "not retried as transient: {:?}",
+        t0.elapsed()
+    );
+    let key = hub.emu().info().access_key_value.expose().to_string();
+    assert!(
+        !p.log().contains(&key) && !trace.contains(&key),
+        "no secret"
+    );
+    assert_eq!(p.terminate(T), Some(0));
+}

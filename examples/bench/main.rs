@@ -289,7 +289,7 @@ async fn run_iotconnect(
         .map_err(|e| anyhow::anyhow!("config: {}", e.problems))?;
     iotconnect::source::metrics::reset();
     let t0 = Instant::now();
-    let w = iotconnect::worker::runtime::Worker::start(loaded, "bench".into()).await?;
+    let w = iotconnect::start_standalone_worker(loaded, "bench".into()).await?;
     during.await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while iotconnect::source::metrics::acked() < target {
@@ -301,7 +301,7 @@ async fn run_iotconnect(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = t0.elapsed();
-    w.stop().await;
+    let _ = w.stop().await;
     Ok(took)
 }
 

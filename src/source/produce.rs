@@ -6,14 +6,14 @@
 //! else (topic missing, not authorized, fenced or fatal idempotent producer, unknown codes) is `Fatal`:
 //! the task fails with nothing committed past the last acknowledged record, whatever the tolerance.
 //!
-//! The classes are the worker's (`ErrorClass`); this module only maps librdkafka's codes to them.
+//! The classes and the classification are the worker's (`worker::errors`).
 
 use super::acker::Outcome;
 use super::reader::InFlight;
 use super::record::OutRecord;
 use super::task::{Partition, SourceShared};
 use crate::rest::metrics::{Labels, METRICS};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;
@@ -21,58 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-/// What an error means for the record and the task (the worker's three classes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Transient: try again.
-    Retriable,
-    /// This record is bad: `errors.tolerance` decides.
-    Record,
-    /// The task cannot go on.
-    Fatal,
-}
-
-/// The class of a librdkafka error code met while producing.
-pub fn classify_code(code: RDKafkaErrorCode) -> ErrorClass {
-    use RDKafkaErrorCode as C;
-    match code {
-        // The record itself cannot be written.
-        C::MessageSizeTooLarge
-        | C::InvalidMessageSize
-        | C::InvalidRecord
-        | C::BadMessage
-        | C::KeySerialization
-        | C::ValueSerialization => ErrorClass::Record,
-        // Transient conditions librdkafka could not get past within its own retries.
-        C::QueueFull
-        | C::MessageTimedOut
-        | C::BrokerTransportFailure
-        | C::AllBrokersDown
-        | C::Resolve
-        | C::OperationTimedOut
-        | C::TimedOutQueue
-        | C::RequestTimedOut
-        | C::NotEnoughReplicas
-        | C::NotEnoughReplicasAfterAppend
-        | C::NotLeaderForPartition
-        | C::LeaderNotAvailable
-        | C::NetworkException
-        | C::BrokerNotAvailable
-        | C::InvalidMessage
-        | C::KafkaStorageError
-        | C::Retry => ErrorClass::Retriable,
-        // Missing topic, authorization, fenced/fatal producer, and anything unknown: stop, lose nothing.
-        _ => ErrorClass::Fatal,
-    }
-}
-
-/// The class of a producer error (`send_result` or delivery future).
-pub fn classify(e: &KafkaError) -> ErrorClass {
-    match e.rdkafka_error_code() {
-        Some(code) => classify_code(code),
-        None => ErrorClass::Fatal,
-    }
-}
+/// The worker's error classes: decided in one place (`worker::errors`).
+pub use crate::worker::errors::classify_kafka as classify;
+pub use crate::worker::errors::ErrorClass;
 
 /// Hands one record to librdkafka. `Ok` is the delivery future; `Err` the error (not retried here).
 pub fn send(
@@ -129,7 +80,7 @@ pub async fn ack_loop(a: AckLoop, mut rx: mpsc::Receiver<InFlight>) {
             offset,
             enqueued_ms,
         } = item;
-        let mut backoff = super::reader::Backoff::new();
+        let mut backoff = super::reader::reconnect_backoff();
         let outcome = loop {
             let e = match delivery.await {
                 Ok(Ok(_)) => {
@@ -204,16 +155,19 @@ async fn fail(a: &AckLoop, topic: &str, offset: &str, e: &KafkaError) -> Outcome
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::error::RDKafkaErrorCode;
 
+    /// The source relies on these classes (issue 10.1).
     #[test]
-    fn codes_map_to_classes() {
+    fn the_classes_the_source_relies_on() {
         use RDKafkaErrorCode as C;
+        let class = |c| classify(&KafkaError::MessageProduction(c));
         for c in [
             C::MessageSizeTooLarge,
             C::InvalidRecord,
             C::InvalidMessageSize,
         ] {
-            assert_eq!(classify_code(c), ErrorClass::Record, "{c:?}");
+            assert_eq!(class(c), ErrorClass::Record, "{c:?}");
         }
         for c in [
             C::QueueFull,
@@ -221,7 +175,7 @@ mod tests {
             C::NotEnoughReplicas,
             C::AllBrokersDown,
         ] {
-            assert_eq!(classify_code(c), ErrorClass::Retriable, "{c:?}");
+            assert_eq!(class(c), ErrorClass::Retriable, "{c:?}");
         }
         for c in [
             C::UnknownTopic,
@@ -232,14 +186,8 @@ mod tests {
             C::ProducerFenced,
             C::InvalidProducerEpoch,
             C::OutOfOrderSequenceNumber,
-            C::Authentication,
         ] {
-            assert_eq!(classify_code(c), ErrorClass::Fatal, "{c:?}");
+            assert_eq!(class(c), ErrorClass::Fatal, "{c:?}");
         }
-        assert_eq!(
-            classify(&KafkaError::MessageProduction(C::MessageSizeTooLarge)),
-            ErrorClass::Record
-        );
-        assert_eq!(classify(&KafkaError::Canceled), ErrorClass::Fatal);
     }
 }

@@ -19,6 +19,7 @@ use super::record::OutRecord;
 use super::stall::{has_newer, HubTail, Watchdog, CHECK_TIMEOUT, TICK};
 use super::task::{open_client, Partition, SourceShared};
 use crate::rest::metrics::{Labels, METRICS};
+use crate::worker::backoff::{Attempts, Backoff};
 use crate::worker::task::{TargetState, TaskHealth};
 use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
 use azure_messaging_eventhubs::models::ReceivedEventData;
@@ -43,29 +44,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Wait after `amqp:link:stolen` (another reader holds the partition): slow on purpose.
 pub const STOLEN_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Capped exponential backoff.
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new() -> Backoff {
-        Backoff { next: BACKOFF_MIN }
-    }
-    pub fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-    pub fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        d
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
+/// The reconnect policy (the worker's one backoff).
+pub fn reconnect_backoff() -> Attempts {
+    Backoff::new(BACKOFF_MIN, BACKOFF_MAX).attempts()
 }
 
 /// One record enqueued into librdkafka, in hub order, for the acker.
@@ -115,7 +96,7 @@ pub async fn send_retrying(
     rec: &OutRecord,
     stop: &CancellationToken,
 ) -> Result<Option<DeliveryFuture>, KafkaError> {
-    let mut backoff = Backoff::new();
+    let mut backoff = reconnect_backoff();
     loop {
         match produce::send(producer, topic, rec) {
             Ok(d) => return Ok(Some(d)),
@@ -168,7 +149,7 @@ impl Reader {
     pub async fn run(mut self) {
         let hub = self.shared.source.connection.event_hub_name.clone();
         let p = self.part.id.clone();
-        let mut backoff = Backoff::new();
+        let mut backoff = reconnect_backoff();
         let mut watchdog = Watchdog::new(self.shared.source.stall_timeout);
         loop {
             if self.stop.is_cancelled() {
@@ -340,7 +321,7 @@ impl Reader {
         &mut self,
         client: &ConsumerClient,
         rx: &EventReceiver,
-        backoff: &mut Backoff,
+        backoff: &mut Attempts,
         watchdog: &mut Watchdog,
     ) -> LinkEnd {
         let hub = self.shared.source.connection.event_hub_name.clone();
@@ -547,20 +528,5 @@ impl Reader {
             r = self.out.send(item) => r.is_ok(),
             _ = self.stop.cancelled() => false,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let mut b = Backoff::new();
-        let v: Vec<u128> = (0..12).map(|_| b.step().as_millis()).collect();
-        assert_eq!(&v[..5], &[100, 200, 400, 800, 1600]);
-        assert_eq!(*v.last().unwrap(), 30_000);
-        b.reset();
-        assert_eq!(b.step().as_millis(), 100);
     }
 }

@@ -24,8 +24,9 @@ use super::reader::Reader;
 use super::record::RecordBuilder;
 use super::stall::Ages;
 use crate::config::{ConnectorConfig, SourceConfig};
+use crate::connect::Value;
+use crate::offsets::{OffsetBackingStore, PartitionMap};
 use crate::rest::metrics::{task_labels, Labels, METRICS};
-use crate::worker::offsets::{OffsetsHandle, StringMap};
 use crate::worker::task::TaskContext;
 use azure_messaging_eventhubs::ConsumerClient;
 use rdkafka::producer::{FutureProducer, Producer};
@@ -46,12 +47,11 @@ pub struct SourceShared {
     pub connector: Arc<ConnectorConfig>,
     pub source: SourceConfig,
     pub records: Arc<RecordBuilder>,
-    pub offsets: OffsetsHandle,
 }
 
 impl SourceShared {
     /// toketi's source partition map: `{"EventHubName":…,"EventHubPartition":"n"}`.
-    pub fn source_partition(&self, partition: &str) -> StringMap {
+    pub fn source_partition(&self, partition: &str) -> PartitionMap {
         vec![
             (
                 "EventHubName".to_string(),
@@ -101,14 +101,8 @@ pub async fn run(
         "Starting IotHubSourceTask for partitions {}",
         list.join(",")
     );
-    let settings =
-        crate::config::kafka::producer_settings(&ctx.worker, &shared.connector, ctx.task_id)
-            .map_err(|p| anyhow::anyhow!("{p}"))?;
-    let producer: FutureProducer = settings
-        .config
-        .create()
-        .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))?;
-    let producer = Arc::new(producer);
+    // The worker's producer of this run (created by the worker, dropped when the run ends).
+    let producer: Arc<FutureProducer> = Arc::new(ctx.producer()?.client().clone());
 
     // Start positions, resolved once per run (a restart re-reads the store).
     let mut starts = Vec::new();
@@ -118,16 +112,15 @@ pub async fn run(
             "Attempting to get saved offset for SourcePartition: {{EventHubName={}, EventHubPartition={p}}}",
             shared.source.connection.event_hub_name
         );
-        let saved = shared.offsets.get(&name, sp).await?;
+        let saved = ctx.offsets.get(&name, &sp).await?;
         let saved_offset = match &saved {
             None => None,
             Some(m) => match m.iter().find(|(k, _)| k == "EventHubOffset") {
-                Some((_, v)) if !v.trim().is_empty() => Some(v.clone()),
+                Some((_, Value::String(v))) if !v.trim().is_empty() => Some(v.clone()),
                 _ => anyhow::bail!(
-                    "the offsets file {} holds an unusable offset for {name} partition {p} (no EventHubOffset string): \
-                     remove it with `iotconnect offsets reset {} --connector {name} --partition {p}`",
-                    shared.offsets.path().display(),
-                    shared.offsets.path().display()
+                    "the offset store ({}) holds an unusable offset for {name} partition {p} (no EventHubOffset string): \
+                     remove it with `iotconnect offsets reset <offsets file> --connector {name} --partition {p}` while the worker is stopped",
+                    ctx.offsets.describe()
                 ),
             },
         };
@@ -202,7 +195,7 @@ pub async fn run(
                 break;
             }
             _ = tick.tick() => {
-                if let Err(e) = commit(&shared, &id, &labels, &parts).await {
+                if let Err(e) = commit(&shared, &*ctx.offsets, &id, &labels, &parts).await {
                     error!("WorkerSourceTask{{id={id}}} Flush of offsets threw an unexpected exception: {e:#}");
                 }
             }
@@ -238,7 +231,7 @@ pub async fn run(
         }
     }
     // Also after a failure: only acknowledged positions are ever committed (Connect does the same).
-    if let Err(e) = commit(&shared, &id, &labels, &parts).await {
+    if let Err(e) = commit(&shared, &*ctx.offsets, &id, &labels, &parts).await {
         error!("WorkerSourceTask{{id={id}}} Flush of offsets threw an unexpected exception: {e:#}");
     }
     lag.abort();
@@ -255,6 +248,7 @@ pub async fn run(
 /// Commits the acknowledged offsets of every partition (Connect's `commitOffsets`).
 async fn commit(
     shared: &SourceShared,
+    offsets: &dyn OffsetBackingStore,
     id: &str,
     labels: &Labels,
     parts: &[Arc<Partition>],
@@ -268,7 +262,10 @@ async fn commit(
         if let Some((pos, n)) = took {
             entries.push((
                 shared.source_partition(&p.id),
-                vec![("EventHubOffset".to_string(), pos.offset.clone())],
+                Some(vec![(
+                    "EventHubOffset".to_string(),
+                    Value::String(pos.offset.clone()),
+                )]),
             ));
             count += n;
             taken.push((p.clone(), pos, n));
@@ -279,7 +276,7 @@ async fn commit(
         return Ok(());
     }
     info!("WorkerSourceTask{{id={id}}} Committing offsets for {count} acknowledged messages");
-    match shared.offsets.commit(&shared.connector.name, entries).await {
+    match offsets.put(&shared.connector.name, entries).await {
         Ok(()) => {
             info!(
                 "Finished WorkerSourceTask{{id={id}}} commitOffsets successfully in {} ms",
