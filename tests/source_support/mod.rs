@@ -19,18 +19,19 @@ pub struct Hub {
 
 impl Hub {
     pub fn start(partitions: u32) -> Hub {
+        Hub::start_with(EmulatorOptions {
+            partitions,
+            ..Default::default()
+        })
+    }
+    pub fn start_with(opts: EmulatorOptions) -> Hub {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let emu = rt
-            .block_on(Emulator::start(EmulatorOptions {
-                partitions,
-                ..Default::default()
-            }))
-            .unwrap();
+        let emu = rt.block_on(Emulator::start(opts)).unwrap();
         Hub { emu: Some(emu), rt }
     }
     pub fn emu(&self) -> &Emulator {
@@ -96,13 +97,18 @@ pub fn source_file(dir: &Path, name: &str, topic: &str, hub: &Hub, extra: &str) 
 
 /// Starts `iotconnect standalone` and waits until it says it started.
 pub fn start(worker: &Path, source: &Path) -> Process {
+    start_env(worker, source, &[])
+}
+
+/// [`start`] with extra environment variables.
+pub fn start_env(worker: &Path, source: &Path, env: &[(&str, &str)]) -> Process {
     let p = Process::spawn(
         &[
             "standalone",
             worker.to_str().unwrap(),
             source.to_str().unwrap(),
         ],
-        &[],
+        env,
     );
     p.wait_for_log("Kafka Connect started", T);
     p
