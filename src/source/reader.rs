@@ -88,6 +88,16 @@ pub struct Reader {
     pub health: Arc<TaskHealth>,
 }
 
+/// Where an event is: its `x-opt-offset` (a non-empty string) and sequence number. `None` for an
+/// event without an offset: it has no position to commit (a record error, never an empty offset).
+pub fn event_position(ev: &ReceivedEventData) -> Option<Position> {
+    let offset = ev.offset().clone().filter(|o| !o.is_empty())?;
+    Some(Position {
+        offset,
+        seq: ev.sequence_number(),
+    })
+}
+
 /// Sends `rec`, waiting while librdkafka's queue is full or another retriable condition holds.
 /// `Err` carries a record or fatal error; `Ok(None)` means the task is stopping.
 pub async fn send_retrying(
@@ -460,7 +470,7 @@ impl Reader {
         let p = self.part.id.clone();
         let seq = ev.sequence_number();
         METRICS.source_record_poll.get_or_create(&self.labels).inc();
-        let Some(offset) = ev.offset().clone().filter(|o| !o.is_empty()) else {
+        let Some(position) = event_position(ev) else {
             return self
                 .record_error(
                     None,
@@ -471,10 +481,7 @@ impl Reader {
                 )
                 .await;
         };
-        let position = Position {
-            offset: offset.clone(),
-            seq,
-        };
+        let offset = position.offset.clone();
         let enqueued_ms = ev.enqueued_time().map(|t| {
             t.duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
@@ -528,5 +535,39 @@ impl Reader {
             r = self.out.send(item) => r.is_ok(),
             _ = self.stop.cancelled() => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core_amqp::{AmqpMessage, AmqpSymbol, AmqpValue};
+
+    fn event(annotations: &[(&str, AmqpValue)]) -> ReceivedEventData {
+        let mut m = AmqpMessage::default();
+        for (k, v) in annotations {
+            m.add_message_annotation(AmqpSymbol::from(*k), v.clone());
+        }
+        ReceivedEventData::from(m)
+    }
+
+    #[test]
+    fn an_event_without_x_opt_offset_has_no_position() {
+        assert_eq!(event_position(&event(&[])), None);
+        let no_offset = event(&[("x-opt-sequence-number", AmqpValue::Long(7))]);
+        assert_eq!(event_position(&no_offset), None);
+        let empty = event(&[("x-opt-offset", AmqpValue::String(String::new()))]);
+        assert_eq!(event_position(&empty), None, "never an empty offset");
+        let ok = event(&[
+            ("x-opt-offset", AmqpValue::String("4096".into())),
+            ("x-opt-sequence-number", AmqpValue::Long(7)),
+        ]);
+        assert_eq!(
+            event_position(&ok),
+            Some(Position {
+                offset: "4096".into(),
+                seq: Some(7)
+            })
+        );
     }
 }
