@@ -15,6 +15,7 @@
 //!
 //! The structure leaves room for a `sink` mode beside `source` (see `main`).
 
+mod raw_c2d;
 mod sink;
 
 use azure_messaging_eventhubs::{
