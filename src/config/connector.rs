@@ -305,23 +305,6 @@ fn filled(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty() && s != PLACEHOLDER)
 }
 
-fn check_custom_endpoint(r: &mut Reader) -> Option<String> {
-    let v = filled(r.string("IotHub.CustomEndpoint"))?;
-    let ok = ["amqp://", "amqps://"].iter().any(|s| {
-        v.strip_prefix(s)
-            .and_then(|rest| rest.trim_end_matches('/').rsplit_once(':'))
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-    });
-    if !ok {
-        r.problem(
-            "IotHub.CustomEndpoint",
-            format!("Invalid value {v}: expected amqp://host:port or amqps://host:port"),
-        );
-        return None;
-    }
-    Some(v.trim_end_matches('/').to_string())
-}
-
 /// `IotHub.TransportType`: AMQP over TCP (port 5671) or over WebSockets (port 443).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportType {
@@ -524,8 +507,9 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
             _ => None,
         }
     };
-    let custom_endpoint = check_custom_endpoint(r);
-    let transport = crate::source::transport::read(r, custom_endpoint.as_deref());
+    let hub = read_hub_transport(r);
+    let custom_endpoint = hub.as_ref().and_then(|h| h.custom_endpoint.clone());
+    let transport = crate::source::transport::for_source(r, hub.as_ref());
     let consumer_group = r
         .non_empty("IotHub.ConsumerGroup")
         .unwrap_or_else(|| "$Default".into());

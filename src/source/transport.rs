@@ -1,6 +1,6 @@
-//! How the source reaches the Event Hub: `IotHub.TransportType`, and the transport safety keys shared
-//! with the sink (`IotHub.AllowPlaintext`, `IotHub.TrustedCaFile`, `IotHub.Proxy`; names agreed in
-//! INTERFACES.md).
+//! How the source reaches the Event Hub: the transport keys shared with the sink (`IotHub.TransportType`,
+//! `IotHub.CustomEndpoint`, `IotHub.AllowPlaintext`, `IotHub.TrustedCaFile`, `IotHub.Proxy`; read by
+//! `config::connector::read_hub_transport`), restricted to what the source's library can do.
 //!
 //! What the Event Hubs client library (`azure_messaging_eventhubs` 0.16 / `azure_core_amqp`
 //! 1.2.0-beta.1) allows, and therefore what the source does:
@@ -18,102 +18,67 @@
 //! * `IotHub.CustomEndpoint=amqp://` (no TLS: the SAS key and every event in clear) to a host other
 //!   than loopback is refused unless `IotHub.AllowPlaintext=true`.
 
+use crate::config::connector::HubTransport;
+pub use crate::config::connector::TransportType;
 use crate::config::Reader;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TransportType {
-    Amqp,
-    AmqpWebSockets,
-}
-
 /// The source's transport settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceTransport {
     pub kind: TransportType,
     pub allow_plaintext: bool,
 }
 
-impl Default for SourceTransport {
-    fn default() -> Self {
-        SourceTransport {
-            kind: TransportType::Amqp,
-            allow_plaintext: false,
-        }
-    }
-}
-
-/// The host of `scheme://host:port[/…]`.
-fn endpoint_host(endpoint: &str) -> &str {
-    let rest = endpoint
+/// The scheme of `scheme://…`, lower case.
+fn scheme(endpoint: &str) -> String {
+    endpoint
         .split_once("://")
-        .map_or(endpoint, |(_, r)| r)
-        .trim_end_matches('/');
-    let authority = rest.split('/').next().unwrap_or(rest);
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => h,
-        _ => authority,
-    }
+        .map_or("", |(s, _)| s)
+        .to_ascii_lowercase()
 }
 
-/// Loopback hosts: `localhost`, 127.0.0.0/8, `::1`.
-pub fn is_loopback(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Reads the transport keys of a source connector; problems go to `r`.
-pub fn read(r: &mut Reader, custom_endpoint: Option<&str>) -> SourceTransport {
-    let kind = match r
-        .one_of("IotHub.TransportType", "Amqp", &["Amqp", "AmqpWebSockets"])
-        .as_str()
-    {
-        "AmqpWebSockets" => TransportType::AmqpWebSockets,
-        _ => TransportType::Amqp,
+/// Applies what the Event Hubs library cannot do to the shared transport keys (read by
+/// `config::connector::read_hub_transport`, which also refuses plaintext to remote hosts); problems
+/// go to `r`.
+pub fn for_source(r: &mut Reader, hub: Option<&HubTransport>) -> SourceTransport {
+    let Some(hub) = hub else {
+        return SourceTransport::default();
     };
-    let allow_plaintext = r.boolean("IotHub.AllowPlaintext", false);
-    if let Some(ep) = custom_endpoint {
-        if ep.starts_with("amqp://") {
-            if kind == TransportType::AmqpWebSockets {
-                r.problem(
-                    "IotHub.CustomEndpoint",
-                    format!("{ep}: IotHub.TransportType=AmqpWebSockets always uses TLS (wss://) in the Event Hubs client library; give amqps://host:port (the WebSocket port)"),
-                );
-            } else if !allow_plaintext && !is_loopback(endpoint_host(ep)) {
-                r.problem(
-                    "IotHub.CustomEndpoint",
-                    format!("{ep} is plain AMQP (no TLS) to a host that is not loopback: the access key and every event would cross the network in clear. Use amqps://, or set IotHub.AllowPlaintext=true if this network is trusted"),
-                );
-            }
+    if let Some(ep) = &hub.custom_endpoint {
+        let scheme = scheme(ep);
+        match hub.transport {
+            TransportType::AmqpWebSockets if scheme == "amqp" || scheme == "ws" => r.problem(
+                "IotHub.CustomEndpoint",
+                format!("{ep}: IotHub.TransportType=AmqpWebSockets always uses TLS (wss://) in the Event Hubs client library used by the source; give amqps://host:port or wss://host:port (the WebSocket port)"),
+            ),
+            TransportType::Amqp if scheme == "ws" || scheme == "wss" => r.problem(
+                "IotHub.CustomEndpoint",
+                format!("{ep} is a WebSocket endpoint: set IotHub.TransportType=AmqpWebSockets"),
+            ),
+            _ => {}
         }
     }
-    if let Some(proxy) = r.non_empty("IotHub.Proxy") {
-        let _ = proxy;
+    if hub.proxy.is_some() {
         r.problem(
             "IotHub.Proxy",
             "the Event Hubs client library used by the source (azure_messaging_eventhubs 0.16) cannot connect through an HTTP(S) proxy (it ignores HTTPS_PROXY too); \
              reach the hub directly, or run a TCP forwarder and point IotHub.CustomEndpoint at it",
         );
     }
-    if let Some(ca) = r.non_empty("IotHub.TrustedCaFile") {
-        let env = std::env::var("SSL_CERT_FILE").ok();
-        if env.as_deref() != Some(ca.as_str()) {
+    if let Some(ca) = &hub.trusted_ca_file {
+        let env = std::env::var_os("SSL_CERT_FILE");
+        if env.as_deref() != Some(ca.as_os_str()) {
+            let ca = ca.display();
             r.problem(
                 "IotHub.TrustedCaFile",
                 format!("the Event Hubs client library used by the source takes no TLS settings; it trusts a private CA only through the environment: \
                          start iotconnect with SSL_CERT_FILE={ca} (systemd: Environment=SSL_CERT_FILE={ca}; the bundle replaces the system roots, so include the public roots if the hub is on Azure)"),
             );
-        } else if !std::path::Path::new(&ca).is_file() {
-            r.problem(
-                "IotHub.TrustedCaFile",
-                format!("{ca} does not exist or is not a file"),
-            );
         }
     }
     SourceTransport {
-        kind,
-        allow_plaintext,
+        kind: hub.transport,
+        allow_plaintext: hub.allow_plaintext,
     }
 }
 
@@ -121,70 +86,54 @@ pub fn read(r: &mut Reader, custom_endpoint: Option<&str>) -> SourceTransport {
 mod tests {
     use super::*;
 
-    #[test]
-    fn loopback_hosts() {
-        for h in [
-            "127.0.0.1",
-            "127.1.2.3",
-            "localhost",
-            "LOCALHOST",
-            "[::1]",
-            "::1",
-        ] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in ["10.0.0.1", "myhub.servicebus.windows.net", "[2001:db8::1]"] {
-            assert!(!is_loopback(h), "{h}");
-        }
-        assert_eq!(endpoint_host("amqp://10.1.2.3:5672/"), "10.1.2.3");
-        assert_eq!(endpoint_host("amqp://[::1]:5672"), "[::1]");
-    }
-
-    fn problems(keys: &[(&str, &str)], ep: Option<&str>) -> (SourceTransport, Vec<String>) {
+    fn problems(keys: &[(&str, &str)]) -> (SourceTransport, Vec<String>) {
         let props: crate::config::properties::Properties = keys
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut r = Reader::new("source.properties", &props);
-        let t = read(&mut r, ep);
+        let hub = crate::config::connector::read_hub_transport(&mut r);
+        let t = for_source(&mut r, hub.as_ref());
         (t, r.problems.0.iter().map(|p| p.to_string()).collect())
     }
 
     #[test]
     fn plaintext_to_a_remote_host_needs_the_opt_in() {
-        let (_, p) = problems(&[], Some("amqp://10.1.2.3:5672"));
+        let ep = ("IotHub.CustomEndpoint", "amqp://10.1.2.3:5672");
+        let (_, p) = problems(&[ep]);
         assert!(
             p.len() == 1 && p[0].contains("IotHub.AllowPlaintext=true"),
             "{p:?}"
         );
-        let (t, p) = problems(
-            &[("IotHub.AllowPlaintext", "true")],
-            Some("amqp://10.1.2.3:5672"),
-        );
+        let (t, p) = problems(&[ep, ("IotHub.AllowPlaintext", "true")]);
         assert!(p.is_empty() && t.allow_plaintext, "{p:?}");
-        let (_, p) = problems(&[], Some("amqp://127.0.0.1:5672"));
+        let (_, p) = problems(&[("IotHub.CustomEndpoint", "amqp://127.0.0.1:5672")]);
         assert!(p.is_empty(), "loopback is fine: {p:?}");
-        let (_, p) = problems(&[], Some("amqps://10.1.2.3:5671"));
+        let (_, p) = problems(&[("IotHub.CustomEndpoint", "amqps://10.1.2.3:5671")]);
         assert!(p.is_empty(), "TLS is fine: {p:?}");
     }
 
     #[test]
     fn websockets_proxy_and_ca_keys() {
-        let (t, p) = problems(&[("IotHub.TransportType", "AmqpWebSockets")], None);
+        let ws = ("IotHub.TransportType", "AmqpWebSockets");
+        let (t, p) = problems(&[ws]);
         assert_eq!(t.kind, TransportType::AmqpWebSockets);
         assert!(p.is_empty(), "{p:?}");
-        let (_, p) = problems(
-            &[("IotHub.TransportType", "AmqpWebSockets")],
-            Some("amqp://127.0.0.1:1"),
-        );
+        let (_, p) = problems(&[ws, ("IotHub.CustomEndpoint", "amqp://127.0.0.1:1")]);
         assert!(p.len() == 1 && p[0].contains("wss://"), "{p:?}");
-        let (_, p) = problems(&[("IotHub.TransportType", "Tcp")], None);
+        let (_, p) = problems(&[("IotHub.CustomEndpoint", "wss://127.0.0.1:8443")]);
+        assert!(p.len() == 1 && p[0].contains("AmqpWebSockets"), "{p:?}");
+        let (_, p) = problems(&[ws, ("IotHub.CustomEndpoint", "wss://127.0.0.1:8443")]);
+        assert!(p.is_empty(), "{p:?}");
+        let (_, p) = problems(&[("IotHub.TransportType", "Tcp")]);
         assert_eq!(p.len(), 1, "{p:?}");
-        let (_, p) = problems(&[("IotHub.Proxy", "http://127.0.0.1:3128")], None);
+        let (_, p) = problems(&[("IotHub.Proxy", "http://127.0.0.1:3128")]);
         assert!(p.len() == 1 && p[0].contains("proxy"), "{p:?}");
-        let (_, p) = problems(&[("IotHub.TrustedCaFile", "/nonexistent/ca.pem")], None);
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let path = ca.path().to_str().unwrap().to_string();
+        let (_, p) = problems(&[("IotHub.TrustedCaFile", &path)]);
         assert!(
-            p.len() == 1 && p[0].contains("SSL_CERT_FILE=/nonexistent/ca.pem"),
+            p.len() == 1 && p[0].contains(&format!("SSL_CERT_FILE={path}")),
             "{p:?}"
         );
     }
