@@ -40,6 +40,12 @@ pub struct Metrics {
     pub partition_lag: GaugeFamily,
     pub partition_last_enqueued_sequence: GaugeFamily,
     pub partition_committed_sequence: GaugeFamily,
+    /// Per hub partition (source stall watchdog, see source/stall.rs).
+    pub partition_seconds_since_last_event: FloatGaugeFamily,
+    pub partition_seconds_since_last_commit: FloatGaugeFamily,
+    pub partition_stall_recoveries: CounterFamily,
+    pub partition_stalled: GaugeFamily,
+    pub partition_records_skipped: CounterFamily,
     pub sink_record_read: CounterFamily,
     pub sink_record_send: CounterFamily,
     pub c2d_sent: CounterFamily,
@@ -136,6 +142,36 @@ impl Metrics {
                 "source_partition_committed_sequence_number",
                 "Hub partition: sequence number of the last committed event",
                 GaugeFamily::default()
+            ),
+            partition_seconds_since_last_event: reg!(
+                r,
+                "source_partition_seconds_since_last_event",
+                "Hub partition: seconds since its receiver last delivered an event",
+                FloatGaugeFamily::default()
+            ),
+            partition_seconds_since_last_commit: reg!(
+                r,
+                "source_partition_seconds_since_last_commit",
+                "Hub partition: seconds since an offset of it was last committed",
+                FloatGaugeFamily::default()
+            ),
+            partition_stall_recoveries: reg!(
+                r,
+                "source_partition_stall_recoveries",
+                "Hub partition: links torn down and reopened by the stall watchdog",
+                CounterFamily::default()
+            ),
+            partition_stalled: reg!(
+                r,
+                "source_partition_stalled",
+                "Hub partition: 1 while it stays stalled after a recovery attempt",
+                GaugeFamily::default()
+            ),
+            partition_records_skipped: reg!(
+                r,
+                "source_partition_records_skipped",
+                "Hub partition: records skipped as record errors under errors.tolerance=all",
+                CounterFamily::default()
             ),
             sink_record_read: reg!(
                 r,

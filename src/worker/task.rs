@@ -155,6 +155,8 @@ impl TaskContext {
 #[derive(Default)]
 pub struct TaskHealth {
     links_up: std::sync::atomic::AtomicBool,
+    /// Hub partitions that stay stalled after a recovery attempt (source stall watchdog).
+    stalled: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl TaskHealth {
@@ -162,8 +164,22 @@ impl TaskHealth {
         self.links_up
             .store(up, std::sync::atomic::Ordering::Relaxed);
     }
+    /// False while a link is down or a partition stays stalled.
     pub fn links_up(&self) -> bool {
         self.links_up.load(std::sync::atomic::Ordering::Relaxed)
+            && self.stalled.lock().unwrap().is_empty()
+    }
+    pub fn set_stalled(&self, partition: &str, stalled: bool) {
+        let mut s = self.stalled.lock().unwrap();
+        if stalled {
+            s.insert(partition.to_string());
+        } else {
+            s.remove(partition);
+        }
+    }
+    /// The partitions that stay stalled, for `/readyz`.
+    pub fn stalled(&self) -> Vec<String> {
+        self.stalled.lock().unwrap().iter().cloned().collect()
     }
 }
 
