@@ -189,7 +189,8 @@ pub type TaskBody = Arc<dyn Fn(TaskContext) -> TaskFuture + Send + Sync>;
 
 struct Run {
     token: CancellationToken,
-    join: JoinHandle<()>,
+    /// Resolves to true when the run failed after its stop was asked for (a failed stop).
+    join: JoinHandle<bool>,
 }
 
 /// One Connect task and its supervisor.
@@ -297,6 +298,7 @@ impl TaskHandle {
         let health = self.health.clone();
         let labels = task_labels(&self.connector.name, self.task_id);
         let span = tracing::info_span!("task", ctx = %format!("{}|task-{}", self.connector.name, self.task_id));
+        let stop_asked = token.clone();
         let join = tokio::spawn(
             async move {
                 let (class, noun) = (kind.worker_class, kind.noun);
@@ -306,6 +308,9 @@ impl TaskHandle {
                 let outcome = AssertUnwindSafe(async move { body(ctx).await })
                     .catch_unwind()
                     .await;
+                // Decided the moment the body ended: a failure before any stop request is the
+                // task's own (FAILED, shown in REST), not a failure of a later stop.
+                let while_stopping = stop_asked.is_cancelled();
                 let failed = match outcome {
                     Ok(Ok(())) => {
                         info!("{class}{{id={id}}} stopped");
@@ -321,6 +326,7 @@ impl TaskHandle {
                         Some(format!("the task panicked: {msg}"))
                     }
                 };
+                let failed_stop = failed.is_some() && while_stopping;
                 *state.lock().unwrap() = match failed {
                     Some(trace) => {
                         METRICS.task_failures.get_or_create(&labels).inc();
@@ -329,6 +335,7 @@ impl TaskHandle {
                     None => TaskState::Unassigned,
                 };
                 health.set_links_up(false);
+                failed_stop
             }
             .instrument(span),
         );
@@ -359,14 +366,18 @@ impl TaskHandle {
             info!("Stopping task {}", self.id);
         }
         token.cancel();
-        if tokio::time::timeout_at(deadline, &mut join).await.is_err() {
-            error!("Graceful stop of task {} failed.", self.id);
-            join.abort();
-            let _ = join.await;
-        }
+        let failed_stop = match tokio::time::timeout_at(deadline, &mut join).await {
+            Ok(r) => r.unwrap_or(false),
+            Err(_) => {
+                error!("Graceful stop of task {} failed.", self.id);
+                join.abort();
+                let _ = join.await;
+                false
+            }
+        };
         let mut s = self.state.lock().unwrap();
         match &*s {
-            TaskState::Failed(trace) => Some(trace.clone()).filter(|_| was_running),
+            TaskState::Failed(trace) => Some(trace.clone()).filter(|_| was_running && failed_stop),
             _ => {
                 *s = TaskState::Unassigned;
                 None
