@@ -21,6 +21,9 @@ Examples:
   iotconnect offsets show /tmp/connect.offsets
   iotconnect offsets reset /tmp/connect.offsets --connector AzureIotHubConnector --partition 2
 
+  # A running worker at a glance (exit 1 when a task FAILED, 2 when the worker does not answer):
+  iotconnect status --url http://127.0.0.1:8083 [--user admin]
+
 Logging: IOTCONNECT_LOG=debug (RUST_LOG syntax), --log-format json.";
 
 #[derive(Parser)]
@@ -43,6 +46,8 @@ enum Command {
     Emulator(iotconnect::emulator::EmulatorArgs),
     /// Read or edit the source offsets file (offset.storage.file.filename).
     Offsets(iotconnect::offsets::OffsetsArgs),
+    /// Show a running worker: connectors, tasks, partitions, lag, commits, C2D (exit 1 FAILED, 2 unreachable).
+    Status(iotconnect::rest::status::StatusArgs),
 }
 
 #[derive(Args)]
@@ -68,6 +73,11 @@ fn main() -> ExitCode {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
         Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
         Command::Emulator(args) => runtime_exit(iotconnect::emulator::run_cli(args)),
+        Command::Status(args) => ExitCode::from(iotconnect::rest::status::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();
             match iotconnect::offsets::cli::run(&args, &mut out) {
