@@ -129,10 +129,12 @@ async fn metrics(State(w): State<Arc<Worker>>) -> Response {
     for c in &w.connectors {
         for t in &c.tasks {
             let running = matches!(t.state(), TaskState::Running);
+            let labels = super::metrics::task_labels(c.name(), t.task_id);
             METRICS
                 .task_running
-                .get_or_create(&super::metrics::task_labels(c.name(), t.task_id))
+                .get_or_create(&labels)
                 .set(running as i64);
+            METRICS.declare_task(&labels, c.config.kind == ConnectorKind::Sink);
         }
     }
     (
