@@ -116,7 +116,8 @@ pub fn masked_map(map: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
 
 /// Keys whose values are secrets: Kafka's PASSWORD-typed keys (`*password`, `sasl.jaas.config`,
 /// `*secret*`, key material), the IoT Hub connector's keys and connection strings, and anything
-/// named like a token or credentials (`*token*`, `*credentials*`, `*basic.auth.user.info`).
+/// named like a token or credentials (`*token*`, `*credentials*`, `*basic.auth.user.info`), and
+/// `IotHub.Proxy` (its URL may carry `user:password@`).
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.ends_with("password")
@@ -125,6 +126,7 @@ pub fn is_secret_key(key: &str) -> bool {
         || k.contains("token")
         || k.contains("credentials")
         || k.ends_with("basic.auth.user.info")
+        || k.ends_with("iothub.proxy")
         || k.ends_with("iothub.accesskeyvalue")
         || k.ends_with("iothub.connectionstring")
         || k.ends_with("sharedaccesskey")

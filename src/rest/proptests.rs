@@ -38,12 +38,7 @@ fn server() -> SocketAddr {
             credentials_file: "c".into(),
             users: [("admin".to_string(), Secret::new("pw"))].into(),
         });
-        let worker = Arc::new(Worker {
-            config: Arc::new(config),
-            cluster_id: "test".into(),
-            connectors: Vec::new(),
-            started: Instant::now(),
-        });
+        let config = Arc::new(config);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -51,6 +46,16 @@ fn server() -> SocketAddr {
                 .build()
                 .unwrap();
             rt.block_on(async move {
+                let dir = tempfile::tempdir().unwrap();
+                let offsets =
+                    crate::offsets::FileOffsetBackingStore::open(&dir.path().join("o")).unwrap();
+                let worker = Arc::new(Worker {
+                    config,
+                    cluster_id: "test".into(),
+                    connectors: Vec::new(),
+                    offsets,
+                    started: Instant::now(),
+                });
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(l.local_addr().unwrap()).unwrap();
                 axum::serve(l, super::app(worker)).await.unwrap();
