@@ -164,6 +164,16 @@ fn standalone_connects_and_stops_cleanly_on_sigterm() {
     let mut p = Process::spawn(&["standalone", w.to_str().unwrap()], &[]);
     p.wait_for_log("Kafka cluster ID:", Duration::from_secs(30));
     p.wait_for_log("Kafka Connect started", Duration::from_secs(30));
+    // `offsets reset` on a live worker's file fails clearly (the worker holds the file's lock).
+    let out = Command::new(iotconnect_bin())
+        .args(["offsets", "reset"])
+        .arg(dir.path().join("connect.offsets"))
+        .args(["--connector", "AzureIotHubConnector"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
     assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
     assert!(p.log().contains("Kafka Connect stopped"));
 }

@@ -86,14 +86,15 @@ pub fn run(args: &OffsetsArgs, out: &mut dyn Write) -> Result<(), CliError> {
             connector,
             partition,
         } => {
-            if !file.exists() {
+            // `reset` takes the offsets file's lock first: a running worker makes it fail.
+            let removed = store::reset(file, connector, partition.as_deref())?;
+            if removed == 0 && !file.exists() {
                 return Err(CliError::NothingToReset {
                     file: file.display().to_string(),
                     what: format!("connector {connector} (the file does not exist)"),
                     known: "none".into(),
                 });
             }
-            let removed = store::reset(file, connector, partition.as_deref())?;
             if removed == 0 {
                 let known = connector_names(file)?;
                 let what = match (partition, known.contains(connector)) {
