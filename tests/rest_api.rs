@@ -778,22 +778,35 @@ fn status_dashboard_and_rest_protection_against_a_live_worker() {
         403,
         "DELETE is not in access.control.allow.methods"
     );
-    // Bodies are bounded: 2 MiB is refused with 413, also when streamed without a length.
-    let big = vec![b'{'; 2 * 1024 * 1024];
-    let r = client
-        .put(format!("{base}/admin/loggers/iotconnect"))
-        .basic_auth("admin", Some("Adm1n-pw"))
-        .header("Content-Type", "application/json")
-        .body(big.clone())
-        .send()
+    // Bodies are bounded: a declared 2 MiB body is refused with 413 before it is sent...
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    std::io::Write::write_all(
+        &mut tcp,
+        format!(
+            "PUT /admin/loggers/iotconnect HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWRtaW46QWRtMW4tcHc=\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            2 * 1024 * 1024
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut tcp, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#"{"error_code":413,"#), "{answer}");
+    // ... and a streamed one (chunked, no length) once 1 MiB has arrived; the client may see the
+    // connection closed under its upload instead of the answer.
+    let uploader = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
         .unwrap();
-    assert_eq!(r.status().as_u16(), 413);
-    // Streamed (chunked, no length): the server stops reading at 1 MiB and answers 413; the client
-    // may see the connection closed under its upload instead of the answer.
-    match client
+    match uploader
         .put(format!("{base}/admin/loggers/iotconnect"))
         .basic_auth("admin", Some("Adm1n-pw"))
-        .body(reqwest::blocking::Body::new(std::io::Cursor::new(big)))
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(
+            vec![b'{'; 2 * 1024 * 1024],
+        )))
         .send()
     {
         Ok(r) => assert_eq!(r.status().as_u16(), 413),
