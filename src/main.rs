@@ -18,6 +18,9 @@ Examples:
   iotconnect offsets show /tmp/connect.offsets
   iotconnect offsets reset /tmp/connect.offsets --connector AzureIotHubConnector --partition 2
 
+  # A running worker at a glance (exit 1 when a task FAILED, 2 when the worker does not answer):
+  iotconnect status --url http://127.0.0.1:8083 [--user admin]
+
 Logging: IOTCONNECT_LOG=debug (RUST_LOG syntax), --log-format json.";
 
 #[derive(Parser)]
@@ -38,6 +41,8 @@ enum Command {
     Validate(Files),
     /// Read or edit the source offsets file (offset.storage.file.filename).
     Offsets(iotconnect::offsets::OffsetsArgs),
+    /// Show a running worker: connectors, tasks, partitions, lag, commits, C2D (exit 1 FAILED, 2 unreachable).
+    Status(iotconnect::rest::status::StatusArgs),
 }
 
 #[derive(Args)]
@@ -64,6 +69,11 @@ fn main() -> ExitCode {
         Command::Standalone(f) => {
             iotconnect::worker::standalone::main(f.worker, f.connectors, iotconnect::plugins())
         }
+        Command::Status(args) => ExitCode::from(iotconnect::rest::status::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();
             match iotconnect::offsets::cli::run(&args, &mut out) {

@@ -160,7 +160,8 @@ pub struct SinkConfig {
     pub feedback_topic: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+/// One connector file, typed. `Debug` masks secret values (see [`super::masked_map`]).
+#[derive(Clone)]
 pub struct ConnectorConfig {
     pub file: LoadedFile,
     pub name: String,
@@ -175,6 +176,31 @@ pub struct ConnectorConfig {
     pub source: Option<SourceConfig>,
     pub sink: Option<SinkConfig>,
     pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for ConnectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorConfig")
+            .field("file", &self.file)
+            .field("name", &self.name)
+            .field("class", &self.class)
+            .field("kind", &self.kind)
+            .field("tasks_max", &self.tasks_max)
+            .field("key_converter", &self.key_converter)
+            .field("value_converter", &self.value_converter)
+            .field(
+                "producer_override",
+                &super::masked_map(&self.producer_override),
+            )
+            .field(
+                "consumer_override",
+                &super::masked_map(&self.consumer_override),
+            )
+            .field("errors", &self.errors)
+            .field("source", &self.source)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectorConfig {
@@ -231,16 +257,41 @@ impl ConnectorConfig {
                 "a dead letter queue is only available for sink connectors",
             );
         }
-        let mut warnings: Vec<String> = r
-            .unknown_keys()
-            .into_iter()
-            .map(|key| {
-                format!(
-                    "{}:{key}: The configuration '{key}' was supplied but isn't a known config.",
+        let mut warnings: Vec<String> = r.unknown_key_warnings();
+        if let Some(Some(s)) = &source {
+            if let (Some(port), None) = (endpoint_port(&s.connection.endpoint), &s.custom_endpoint)
+            {
+                let key = if file.resolved.contains_key("IotHub.ConnectionString") {
+                    "IotHub.ConnectionString"
+                } else {
+                    "IotHub.EventHubCompatibleEndpoint"
+                };
+                let host = s.connection.host().split(':').next().unwrap_or_default();
+                warnings.push(format!(
+                    "{}:{key}: the endpoint carries port {port}, which the Event Hubs client drops (it always dials \
+                     {host}:5671 over TLS); to reach port {port} set IotHub.CustomEndpoint=amqp://{host}:{port} \
+                     (or amqps://{host}:{port})",
                     file.display_name()
-                )
-            })
-            .collect();
+                ));
+            }
+        }
+        if let Some(Some(s)) = &sink {
+            if s.hub.custom_endpoint.is_none() {
+                if let Ok(cs) =
+                    crate::iothub::connstr::IotHubConnectionString::parse(&s.connection_string)
+                {
+                    if let Some(port) = cs.port() {
+                        warnings.push(format!(
+                            "{}:IotHub.ConnectionString: HostName carries port {port}: without IotHub.CustomEndpoint the \
+                             sink dials amqps://{host}:{port} (TLS); for a plain AMQP endpoint such as the emulator set \
+                             IotHub.CustomEndpoint=amqp://{host}:{port}",
+                            file.display_name(),
+                            host = cs.host()
+                        ));
+                    }
+                }
+            }
+        }
         if let Some(Some(s)) = &source {
             if s.batch_size > 999 {
                 warnings.push(format!(
@@ -299,6 +350,13 @@ fn read_errors(r: &mut Reader) -> ErrorsConfig {
             32767,
         ),
     }
+}
+
+/// The explicit port of an `sb://host:port/` style endpoint.
+fn endpoint_port(endpoint: &str) -> Option<u16> {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
 }
 
 fn filled(v: Option<String>) -> Option<String> {
@@ -456,6 +514,17 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
             }
         }
     } else {
+        if let Some(k) = r
+            .misspelling_of("IotHub.ConnectionString")
+            .map(str::to_string)
+        {
+            r.problem(
+                "IotHub.ConnectionString",
+                format!(
+                    "not set, but the file has \"{k}\": did you mean \"IotHub.ConnectionString\"?"
+                ),
+            );
+        }
         let name = r.required("IotHub.EventHubCompatibleName");
         let endpoint = r.required("IotHub.EventHubCompatibleEndpoint");
         let key_name = r.required("IotHub.AccessKeyName");
@@ -631,9 +700,14 @@ fn read_sink(r: &mut Reader, errors: &ErrorsConfig) -> Option<SinkConfig> {
             None
         }
         None => {
+            let hint = r
+                .misspelling_of("IotHub.ConnectionString")
+                .map_or(String::new(), |k| {
+                    format!(" The file has \"{k}\": did you mean \"IotHub.ConnectionString\"?")
+                });
             r.problem(
                 "IotHub.ConnectionString",
-                "Missing required configuration \"IotHub.ConnectionString\" (HostName=<hub>.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=…)",
+                format!("Missing required configuration \"IotHub.ConnectionString\" (HostName=<hub>.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=…).{hint}"),
             );
             None
         }

@@ -263,6 +263,36 @@ impl Metrics {
         }
     }
 
+    /// Makes every per-task series of a task exist from its start (at 0), so that a counter that has
+    /// not counted yet (no rejection, no throttling) is still exposed and `rate()` works from the start.
+    pub fn declare_task(&self, labels: &Labels, sink: bool) {
+        let counters: &[&CounterFamily] = if sink {
+            &[
+                &self.sink_record_read,
+                &self.sink_record_send,
+                &self.c2d_sent,
+                &self.c2d_accepted,
+                &self.c2d_rejected,
+                &self.c2d_throttled,
+                &self.dlq_produce,
+            ]
+        } else {
+            &[&self.source_record_poll, &self.source_record_write]
+        };
+        for c in counters
+            .iter()
+            .chain([&&self.offset_commit_success, &&self.offset_commit_failure])
+            .chain([&&self.record_errors, &&self.reconnects])
+        {
+            let _ = c.get_or_create(labels);
+        }
+        if sink {
+            let _ = self.c2d_in_flight.get_or_create(labels);
+        } else {
+            let _ = self.source_record_active.get_or_create(labels);
+        }
+    }
+
     /// Records a successful commit for a task.
     pub fn commit_succeeded(&self, labels: &Labels) {
         self.offset_commit_success.get_or_create(labels).inc();
