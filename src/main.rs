@@ -66,7 +66,9 @@ fn main() -> ExitCode {
     iotconnect::init_tls();
     match cli.command {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
-        Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
+        Command::Standalone(f) => {
+            iotconnect::worker::standalone::main(f.worker, f.connectors, iotconnect::plugins())
+        }
         Command::Emulator(args) => runtime_exit(iotconnect::emulator::run_cli(args)),
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();

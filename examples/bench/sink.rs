@@ -18,7 +18,6 @@ use iotconnect::emulator::{Emulator, EmulatorOptions};
 use iotconnect::iothub::c2d::{raw_send_rate, C2dOptions};
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::sink::stats;
-use iotconnect::worker::runtime::Worker;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -224,7 +223,7 @@ async fn run_sink(
     );
     let loaded = load_all(&w, &[c]).unwrap_or_else(|e| panic!("config: {:?}", e.problems));
     let base = emu.stats().c2d_accepted;
-    let worker = Worker::start(loaded, "bench".into())
+    let worker = iotconnect::start_standalone_worker(loaded, "bench".into())
         .await
         .expect("worker starts");
     let mut first = None;
@@ -244,7 +243,7 @@ async fn run_sink(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let end = Instant::now();
-    worker.stop().await;
+    let _ = worker.stop().await;
     let (t0, d0) = first.unwrap();
     (end - t0, expect - d0)
 }
