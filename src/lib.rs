@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod connect;
-pub mod emulator;
 pub mod iothub;
 pub mod offsets;
 pub mod rest;

@@ -136,12 +136,12 @@ fn main() -> anyhow::Result<()> {
 /// The emulator in its own process: prints its connection info as one JSON line, runs until stdin
 /// closes (the parent exited or is done).
 async fn emulator_child(o: Opts) -> anyhow::Result<()> {
-    let opts = iotconnect::emulator::EmulatorOptions {
+    let opts = iotconnect_emulator::EmulatorOptions {
         partitions: o.partitions,
         retention_events: (o.events as usize / o.partitions.max(1) as usize) * 2 + 1_000_000,
         ..Default::default()
     };
-    let emu = iotconnect::emulator::Emulator::start(opts).await?;
+    let emu = iotconnect_emulator::Emulator::start(opts).await?;
     let info = serde_json::to_value(emu.info())?;
     println!("{info}");
     std::io::stdout().flush()?;
