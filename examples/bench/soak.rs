@@ -154,7 +154,7 @@ async fn sink_soak(o: &Opts, s: &SoakOpts) -> anyhow::Result<(Rss, sys::Measured
     let http = emu.get("httpEndpoint");
     let base = c2d_accepted(&http).await?;
     let meter = sys::Meter::start();
-    let worker = iotconnect::worker::runtime::Worker::start(loaded, "soak".into()).await?;
+    let worker = iotconnect::start_standalone_worker(loaded, "soak".into()).await?;
     let mut rss = Rss {
         at_10pct: 0.0,
         end: 0.0,
@@ -180,7 +180,7 @@ async fn sink_soak(o: &Opts, s: &SoakOpts) -> anyhow::Result<(Rss, sys::Measured
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let m = meter.stop(s.c2d_messages);
-    worker.stop().await;
+    let _ = worker.stop().await;
     rss.peak = rss.peak.max(sys::peak_rss_mb());
     drop(emu);
     drop(broker);

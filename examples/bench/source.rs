@@ -109,7 +109,7 @@ pub async fn run_iotconnect(
         .map_err(|e| anyhow::anyhow!("config: {}", e.problems))?;
     iotconnect::source::metrics::reset();
     let meter = Meter::start();
-    let w = iotconnect::worker::runtime::Worker::start(loaded, "bench".into()).await?;
+    let w = iotconnect::start_standalone_worker(loaded, "bench".into()).await?;
     during.await?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut last_report = Instant::now();
@@ -127,7 +127,7 @@ pub async fn run_iotconnect(
     }
     let m = meter.stop(target);
     on_progress(target);
-    w.stop().await;
+    let _ = w.stop().await;
     Ok(m)
 }
 
