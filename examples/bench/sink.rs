@@ -144,7 +144,7 @@ async fn create_topic(bootstrap: &str, topic: &str) {
     }
 }
 
-async fn fill(bootstrap: &str, topic: &str, n: u64, devices: u64, prefix: &str) {
+pub(crate) async fn fill(bootstrap: &str, topic: &str, n: u64, devices: u64, prefix: &str) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -357,9 +357,13 @@ pub async fn run() {
     let p50 = stats::quantile_ms(&mut lat, 0.5);
     let p99 = stats::quantile_ms(&mut lat, 0.99);
     let ratio = sends_per_s / raw.per_second;
+    // The sink can go no faster than the slower of its two raw parts, measured in this same run.
+    let slower = read_rate.min(raw.per_second);
+    let ratio_to_slower = sends_per_s / slower;
     eprintln!(
-        "sink: {} messages, {sends_per_s:.0} sends/s, p50 {p50:.2} ms, p99 {p99:.2} ms, ratio {ratio:.2}",
-        args.messages
+        "sink: {} messages, {sends_per_s:.0} sends/s, p50 {p50:.2} ms, p99 {p99:.2} ms, ratio {ratio:.2}, to the slower raw part ({}) {ratio_to_slower:.2}",
+        args.messages,
+        if read_rate < raw.per_second { "Kafka consumer" } else { "C2D sender" }
     );
 
     // rate-limited run
@@ -412,9 +416,28 @@ pub async fn run() {
         "peak_rss_mb": (peak * 10.0).round() / 10.0,
         "raw_sender_per_s": (raw.per_second * 10.0).round() / 10.0,
         "ratio": (ratio * 1000.0).round() / 1000.0,
+        "raw_consumer_per_s": read_rate.round(),
+        "ratio_to_slower": (ratio_to_slower * 1000.0).round() / 1000.0,
+        "load1": crate::sys::load1(),
         "limited_rate": (limited_rate * 10.0).round() / 10.0,
         "max_1s_window": max_window,
     });
     emu.shutdown().await;
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| sends/s accepted by the hub | {sends_per_s:.0} |");
+    println!("| p50 / p99 send → accept | {p50:.2} / {p99:.2} ms |");
+    println!("| bare Kafka consumer (same run) | {read_rate:.0} records/s |");
+    println!(
+        "| bare fe2o3 C2D sender (same run) | {:.0} /s |",
+        raw.per_second
+    );
+    println!("| ratio to the slower raw part | {ratio_to_slower:.2} |");
+    println!("| ratio to the bare sender | {ratio:.2} |");
+    println!(
+        "| MaxSendsPerSecond=500: rate / most in any 1 s | {limited_rate:.1} / {max_window} |"
+    );
+    println!("| peak RSS (bench process incl. emulator) | {peak:.1} MB |");
+    println!("| load (1 min) | {:.2} |", crate::sys::load1());
     println!("{out}");
 }

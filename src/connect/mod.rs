@@ -5,6 +5,8 @@
 pub mod convert;
 pub mod java;
 pub mod json;
+#[cfg(test)]
+mod proptests;
 pub mod record;
 pub mod schema;
 pub mod value;

@@ -15,6 +15,8 @@
 //!   `sequenceNumber` takes any integer type and is 0 for anything else; `enqueuedTime` renders a
 //!   timestamp as `Instant.toString()` and any other type with [`render_scalar`].
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 
 use super::java;
@@ -148,12 +150,76 @@ pub fn iothub_value_schema() -> Arc<Schema> {
         .clone()
 }
 
-/// Ordered string map with Java `Map.put` semantics (a repeated key keeps its place, last value
-/// wins).
-fn put(map: &mut Vec<(String, String)>, key: &str, value: String) {
-    match map.iter_mut().find(|(k, _)| k == key) {
-        Some(slot) => slot.1 = value,
-        None => map.push((key.to_string(), value)),
+/// An insertion-ordered map with Java `LinkedHashMap` `put`/`remove` semantics: a repeated key
+/// keeps its place and takes the last value; a removed key put again goes to the end. Small maps
+/// are scanned; past [`LinkedMap::SCAN`] entries a hash index keeps every operation O(1), so an
+/// event with tens of thousands of properties costs linear time.
+struct LinkedMap<K, V> {
+    entries: Vec<Option<(K, V)>>,
+    index: Option<HashMap<K, usize>>,
+}
+
+impl<K: Eq + Hash + Clone, V> LinkedMap<K, V> {
+    const SCAN: usize = 16;
+
+    fn with_capacity(n: usize) -> Self {
+        LinkedMap {
+            entries: Vec::with_capacity(n),
+            index: None,
+        }
+    }
+
+    fn find(&self, k: &K) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(k).copied(),
+            None => self
+                .entries
+                .iter()
+                .position(|e| e.as_ref().is_some_and(|(ek, _)| ek == k)),
+        }
+    }
+
+    fn put(&mut self, k: K, v: V) {
+        if let Some(i) = self.find(&k) {
+            if let Some(slot) = &mut self.entries[i] {
+                slot.1 = v;
+            }
+            return;
+        }
+        if let Some(ix) = &mut self.index {
+            ix.insert(k.clone(), self.entries.len());
+        }
+        self.entries.push(Some((k, v)));
+        if self.index.is_none() && self.entries.len() > Self::SCAN {
+            let mut ix = HashMap::with_capacity(self.entries.len() * 2);
+            for (i, e) in self.entries.iter().enumerate() {
+                if let Some((ek, _)) = e {
+                    ix.insert(ek.clone(), i);
+                }
+            }
+            self.index = Some(ix);
+        }
+    }
+
+    fn remove(&mut self, k: &K) {
+        if let Some(i) = self.find(k) {
+            self.entries[i] = None;
+            if let Some(ix) = &mut self.index {
+                ix.remove(k);
+            }
+        }
+    }
+
+    fn into_vec(self) -> Vec<(K, V)> {
+        self.entries.into_iter().flatten().collect()
+    }
+}
+
+/// [`render_scalar`] of an owned value: strings and symbols are moved, not copied.
+fn render_owned(v: AmqpScalar) -> Option<String> {
+    match v {
+        AmqpScalar::String(s) | AmqpScalar::Symbol(s) => Some(s),
+        other => render_scalar(&other),
     }
 }
 
@@ -175,61 +241,71 @@ pub struct IotRecordFields {
 
 /// Splits an event into toketi's fields (see the module documentation for the rules).
 pub fn fields(ev: &IotEvent) -> IotRecordFields {
+    into_fields(ev.clone())
+}
+
+/// [`fields`] of an event that is no longer needed: its strings and body move into the fields
+/// (the source's per-event path; no copy of the body when it is valid UTF-8).
+pub fn into_fields(ev: IotEvent) -> IotRecordFields {
     let mut device_id = None;
     let mut offset = None;
-    let mut enqueued: Option<&AmqpScalar> = None;
-    let mut sequence: Option<&AmqpScalar> = None;
-    let mut system_properties: Vec<(String, String)> = Vec::new();
+    let mut enqueued: Option<AmqpScalar> = None;
+    let mut sequence: Option<AmqpScalar> = None;
     // Annotations first, then the properties section: later puts replace earlier ones, as the SDK
     // fills one HashMap in that order.
-    let all = ev.annotations.iter().chain(ev.properties.iter());
-    let mut raw: Vec<(&str, &AmqpScalar)> = Vec::new();
-    for (k, v) in all {
-        match raw.iter_mut().find(|(rk, _)| *rk == k.as_str()) {
-            Some(slot) => slot.1 = v,
-            None => raw.push((k.as_str(), v)),
-        }
+    let mut raw: LinkedMap<String, AmqpScalar> =
+        LinkedMap::with_capacity(ev.annotations.len() + ev.properties.len());
+    for (k, v) in ev.annotations.into_iter().chain(ev.properties) {
+        raw.put(k, v);
     }
+    let raw = raw.into_vec();
+    let mut system_properties: Vec<(String, String)> = Vec::with_capacity(raw.len());
     for (k, v) in raw {
-        match k {
-            DEVICE_ID_KEY => device_id = render_scalar(v),
-            OFFSET_KEY => offset = render_scalar(v),
+        match k.as_str() {
+            DEVICE_ID_KEY => device_id = render_owned(v),
+            OFFSET_KEY => offset = render_owned(v),
             ENQUEUED_TIME_KEY => enqueued = Some(v),
             SEQUENCE_NUMBER_KEY => sequence = Some(v),
+            // Keys are unique here: a plain push is Java's put.
             _ => {
-                if let Some(text) = render_scalar(v) {
-                    put(&mut system_properties, k, text);
+                if let Some(text) = render_owned(v) {
+                    system_properties.push((k, text));
                 }
             }
         }
     }
     let mut content_type = None;
-    let mut properties: Vec<(String, String)> = Vec::new();
-    for (k, v) in &ev.application_properties {
+    let mut properties: LinkedMap<String, String> =
+        LinkedMap::with_capacity(ev.application_properties.len());
+    for (k, v) in ev.application_properties {
         if k == CONTENT_TYPE_KEY {
-            content_type = render_scalar(v);
+            content_type = render_owned(v);
             continue;
         }
-        match render_scalar(v) {
-            Some(text) => put(&mut properties, k, text),
-            None => properties.retain(|(pk, _)| pk != k),
+        match render_owned(v) {
+            Some(text) => properties.put(k, text),
+            None => properties.remove(&k),
         }
     }
     let (enqueued_time, enqueued_time_ms) = match enqueued {
-        Some(AmqpScalar::Timestamp(ms)) => (java::instant_to_string(*ms), Some(*ms)),
-        Some(other) => (render_scalar(other).unwrap_or_default(), None),
+        Some(AmqpScalar::Timestamp(ms)) => (java::instant_to_string(ms), Some(ms)),
+        Some(other) => (render_owned(other).unwrap_or_default(), None),
         None => (String::new(), None),
     };
     let sequence_number = match sequence {
-        Some(AmqpScalar::Long(x)) => *x,
-        Some(AmqpScalar::Int(x)) => i64::from(*x),
-        Some(AmqpScalar::Short(x)) => i64::from(*x),
-        Some(AmqpScalar::Byte(x)) => i64::from(*x),
-        Some(AmqpScalar::ULong(x)) => *x as i64,
-        Some(AmqpScalar::UInt(x)) => i64::from(*x),
-        Some(AmqpScalar::UShort(x)) => i64::from(*x),
-        Some(AmqpScalar::UByte(x)) => i64::from(*x),
+        Some(AmqpScalar::Long(x)) => x,
+        Some(AmqpScalar::Int(x)) => i64::from(x),
+        Some(AmqpScalar::Short(x)) => i64::from(x),
+        Some(AmqpScalar::Byte(x)) => i64::from(x),
+        Some(AmqpScalar::ULong(x)) => x as i64,
+        Some(AmqpScalar::UInt(x)) => i64::from(x),
+        Some(AmqpScalar::UShort(x)) => i64::from(x),
+        Some(AmqpScalar::UByte(x)) => i64::from(x),
         _ => 0,
+    };
+    let content = match String::from_utf8(ev.body) {
+        Ok(s) => s,
+        Err(e) => java::decode_utf8_java(e.as_bytes()),
     };
     IotRecordFields {
         device_id: device_id.unwrap_or_default(),
@@ -238,41 +314,49 @@ pub fn fields(ev: &IotEvent) -> IotRecordFields {
         enqueued_time,
         enqueued_time_ms,
         sequence_number,
-        content: java::decode_utf8_java(&ev.body),
+        content,
         system_properties,
-        properties,
+        properties: properties.into_vec(),
     }
 }
 
 impl IotRecordFields {
     /// The `iothub.kafka.connect` struct.
     pub fn to_struct(&self) -> Struct {
-        let mut s = Struct::new(iothub_value_schema());
-        let string = |x: &str| Value::String(x.to_string());
-        let map = |m: &[(String, String)]| {
-            Value::Map(m.iter().map(|(k, v)| (string(k), string(v))).collect())
+        self.clone().into_struct()
+    }
+
+    /// The `iothub.kafka.connect` struct, moving the strings into it.
+    pub fn into_struct(self) -> Struct {
+        let map = |m: Vec<(String, String)>| {
+            Value::Map(
+                m.into_iter()
+                    .map(|(k, v)| (Value::String(k), Value::String(v)))
+                    .collect(),
+            )
         };
-        let puts = [
-            ("deviceId", string(&self.device_id)),
-            ("offset", string(&self.offset)),
-            ("contentType", string(&self.content_type)),
-            ("enqueuedTime", string(&self.enqueued_time)),
-            ("sequenceNumber", Value::Int64(self.sequence_number)),
-            ("content", string(&self.content)),
-            ("systemProperties", map(&self.system_properties)),
-            ("properties", map(&self.properties)),
-        ];
-        for (name, value) in puts {
-            s.put(name, value)
-                .expect("toketi fields always match the iothub.kafka.connect schema");
-        }
-        s
+        // In schema field order: deviceId, offset, contentType, enqueuedTime, sequenceNumber,
+        // content, systemProperties, properties.
+        Struct::from_values(
+            iothub_value_schema(),
+            vec![
+                Value::String(self.device_id),
+                Value::String(self.offset),
+                Value::String(self.content_type),
+                Value::String(self.enqueued_time),
+                Value::Int64(self.sequence_number),
+                Value::String(self.content),
+                map(self.system_properties),
+                map(self.properties),
+            ],
+        )
+        .expect("toketi fields always match the iothub.kafka.connect schema")
     }
 }
 
 /// The toketi record value for one event.
 pub fn to_struct(ev: &IotEvent) -> Struct {
-    fields(ev).to_struct()
+    fields(ev).into_struct()
 }
 
 #[cfg(test)]

@@ -105,8 +105,9 @@ pub struct Field {
     pub schema: Arc<Schema>,
 }
 
-/// `ConnectSchema`. Build with [`Schema::new`] and the builder methods.
-#[derive(Clone, Debug, PartialEq)]
+/// `ConnectSchema`. Build with [`Schema::new`] and the builder methods. Equality is by value
+/// (`ConnectSchema.equals`); the same object (or shared child `Arc`s) compares without descending.
+#[derive(Clone, Debug)]
 pub struct Schema {
     pub schema_type: Type,
     pub optional: bool,
@@ -122,6 +123,22 @@ pub struct Schema {
     pub key_schema: Option<Arc<Schema>>,
     /// Map value schema or array item schema.
     pub value_schema: Option<Arc<Schema>>,
+}
+
+impl PartialEq for Schema {
+    fn eq(&self, o: &Schema) -> bool {
+        std::ptr::eq(self, o)
+            || (self.schema_type == o.schema_type
+                && self.optional == o.optional
+                && self.name == o.name
+                && self.version == o.version
+                && self.doc == o.doc
+                && self.parameters == o.parameters
+                && self.default_value == o.default_value
+                && self.fields == o.fields
+                && self.key_schema == o.key_schema
+                && self.value_schema == o.value_schema)
+    }
 }
 
 impl Schema {

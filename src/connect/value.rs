@@ -200,6 +200,22 @@ impl Struct {
         Struct { schema, values }
     }
 
+    /// A struct with every field set at once (`values` in field order), each value validated as
+    /// [`Struct::put`] validates it.
+    pub fn from_values(schema: Arc<Schema>, values: Vec<Value>) -> Result<Struct, DataError> {
+        if schema.schema_type != Type::Struct || values.len() != schema.fields.len() {
+            return Err(DataError::new(format!(
+                "{} values for a schema with {} fields",
+                values.len(),
+                schema.fields.len()
+            )));
+        }
+        for (f, v) in schema.fields.iter().zip(&values) {
+            validate_value(Some(&f.name), &f.schema, v)?;
+        }
+        Ok(Struct { schema, values })
+    }
+
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
     }
@@ -279,9 +295,11 @@ pub fn validate_value(
     schema: &Schema,
     value: &Value,
 ) -> Result<(), DataError> {
-    let for_field = field
-        .map(|n| format!(" for field: \"{n}\""))
-        .unwrap_or_default();
+    let for_field = || {
+        field
+            .map(|n| format!(" for field: \"{n}\""))
+            .unwrap_or_default()
+    };
     if value.is_null() {
         if schema.optional {
             return Ok(());
@@ -297,7 +315,7 @@ pub fn validate_value(
             "Invalid Java object for schema type {}: {}{}",
             schema.schema_type,
             value.java_class(),
-            for_field
+            for_field()
         )));
     }
     match value {
@@ -321,7 +339,8 @@ pub fn validate_value(
         Value::Struct(s) => {
             if **s.schema() != *schema {
                 return Err(DataError::new(format!(
-                    "Struct schemas do not match.{for_field}"
+                    "Struct schemas do not match.{}",
+                    for_field()
                 )));
             }
             s.validate()?;

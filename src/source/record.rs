@@ -12,7 +12,7 @@
 use crate::config::connector::{RecordFormat, RecordKey};
 use crate::config::{ConnectorConfig, WorkerConfig, JSON_CONVERTER, STRING_CONVERTER};
 use crate::connect::convert::Converter;
-use crate::connect::record::{fields, iothub_value_schema, AmqpScalar, IotEvent};
+use crate::connect::record::{into_fields, iothub_value_schema, AmqpScalar, IotEvent};
 use crate::connect::{Schema, Type, Value};
 use azure_core_amqp::message::{AmqpAnnotationKey, AmqpMessageBody, AmqpMessageId};
 use azure_core_amqp::{AmqpSimpleValue, AmqpValue};
@@ -89,15 +89,20 @@ impl RecordBuilder {
 
     /// The record of one event.
     pub fn build(&self, ev: &ReceivedEventData) -> anyhow::Result<OutRecord> {
-        let event = iot_event(ev)?;
-        self.build_event(&event)
+        self.build_owned(iot_event(ev)?)
     }
 
     /// The record of one event already in library-neutral form.
     pub fn build_event(&self, event: &IotEvent) -> anyhow::Result<OutRecord> {
-        let f = fields(event);
+        self.build_owned(event.clone())
+    }
+
+    /// The record of one event, consuming it: its strings and body move into the record (one copy
+    /// of the body per event, into the converter's output; none in the raw format).
+    pub fn build_owned(&self, mut event: IotEvent) -> anyhow::Result<OutRecord> {
         match self.format {
             RecordFormat::Struct => {
+                let f = into_fields(event);
                 let key = match self.key_mode {
                     RecordKey::None => None,
                     // [source] An event with no device id (plain Event Hub, Digital Twins, routed
@@ -113,7 +118,7 @@ impl RecordBuilder {
                 };
                 let value = self
                     .value
-                    .from_connect_data(Some(&self.value_schema), &Value::Struct(f.to_struct()))
+                    .from_connect_data(Some(&self.value_schema), &Value::Struct(f.into_struct()))
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 Ok(OutRecord {
                     key,
@@ -123,28 +128,31 @@ impl RecordBuilder {
                 })
             }
             RecordFormat::Raw => {
-                let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+                let body = std::mem::take(&mut event.body);
+                let f = into_fields(event);
+                let mut headers: Vec<(String, Vec<u8>)> =
+                    Vec::with_capacity(5 + f.system_properties.len() + f.properties.len());
                 let promoted = [
                     ("iothub-connection-device-id", f.device_id.clone()),
-                    ("x-opt-offset", f.offset.clone()),
+                    ("x-opt-offset", f.offset),
                     ("x-opt-sequence-number", f.sequence_number.to_string()),
-                    ("x-opt-enqueued-time", f.enqueued_time.clone()),
+                    ("x-opt-enqueued-time", f.enqueued_time),
                 ];
                 for (h, v) in promoted {
                     if !v.is_empty() {
                         headers.push((h.to_string(), v.into_bytes()));
                     }
                 }
-                for (k, v) in f.system_properties.iter().chain(f.properties.iter()) {
-                    headers.push((k.clone(), v.clone().into_bytes()));
+                for (k, v) in f.system_properties.into_iter().chain(f.properties) {
+                    headers.push((k, v.into_bytes()));
                 }
                 if !f.content_type.is_empty() {
-                    headers.push(("contentType".into(), f.content_type.clone().into_bytes()));
+                    headers.push(("contentType".into(), f.content_type.into_bytes()));
                 }
                 Ok(OutRecord {
                     // [source] No device id (plain Event Hub event): null key.
                     key: (!f.device_id.is_empty()).then(|| f.device_id.into_bytes()),
-                    value: Some(event.body.clone()),
+                    value: Some(body),
                     headers,
                     timestamp: f.enqueued_time_ms,
                 })
