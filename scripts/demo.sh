@@ -41,7 +41,7 @@ if [ -n "${IOTCONNECT_BIN:-}" ]; then
   cargo build "${EMU_PKG[@]}"
   BIN="$IOTCONNECT_BIN"
 else
-  say "building iotconnect (the first build compiles ~450 crates: several minutes on 2 cores; then seconds)"
+  say "building iotconnect (the first build compiles ~350 crates: several minutes on 2 cores; then seconds)"
   if [ "${DEMO_RELEASE:-0}" = 1 ]; then cargo build --release "${EMU_PKG[@]}"; BIN="$TARGET_DIR/release/iotconnect";
   else cargo build "${EMU_PKG[@]}"; BIN="$TARGET_DIR/debug/iotconnect"; fi
 fi

@@ -17,16 +17,20 @@
 #   x86_64-linux-gnu.2.27`, so configure's probe fails as it would on Ubuntu 18.04 and librdkafka uses its
 #   bundled tinycthread (the effect of --disable-c11threads, which rdkafka-sys does not expose).
 # * Kerberos/GSSAPI stays: libsasl2 is linked dynamically (libsasl2.so.2, package libsasl2-2 on Ubuntu
-#   18.04). Zig's sysroot has no libsasl2, so the build points SASL2_LIB_DIR/LDFLAGS at a private
-#   directory holding only a libsasl2.so link to the system's libsasl2.so.2 and SASL2_INCLUDE_DIR/CFLAGS at
-#   a copy of /usr/include/sasl (never the whole /usr/include or /usr/lib: that would mix the host's
-#   glibc into the build).
+#   18.04). Zig's sysroot has no libsasl2, and the host's libsasl2.so.2 cannot be linked against: it needs
+#   dlopen@GLIBC_2.34 (lld refuses that for a 2.27 target) and Debian versions its symbols (SASL2), which
+#   Ubuntu 18.04's build may not. So the build links against a stub: a libsasl2.so with SONAME
+#   libsasl2.so.2 and the same function names (from the host library's dynamic symbols) as empty,
+#   unversioned functions, compiled by zig for glibc 2.27. At run time the real libsasl2.so.2 is loaded.
+#   SASL2_LIB_DIR/LDFLAGS point at the stub's directory and SASL2_INCLUDE_DIR/CFLAGS at a copy of
+#   /usr/include/sasl (never the whole /usr/include or /usr/lib: that would mix the host's glibc in).
 #
 # Cache: the result is kept in ~/.cache/iotconnect/release/<key>, keyed by the hash of everything that
 # goes into the binary (Cargo.toml, Cargo.lock, src/, this script, the tool versions), so CI rebuilds it
 # only when one of them changed. The cargo target dir (RELEASE_TARGET_DIR, default
 # ~/.cache/iotconnect/release-target) is kept too, so a rebuild after a source change is incremental.
-# Build dependencies: gcc, make, perl (OpenSSL's Configure), libsasl2-dev (headers), python3-venv;
+# Build dependencies: gcc, make, perl (OpenSSL's Configure), libsasl2-dev (headers), binutils (nm),
+# python3-venv;
 # scripts/setup.sh installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,14 +65,17 @@ else
     "$TOOLS/bin/pip" install -q --disable-pip-version-check "ziglang==$ZIG_VERSION" \
       "cargo-zigbuild==$ZIGBUILD_VERSION"
   fi
-  # Private sasl2 dirs: only libsasl2 and its headers, nothing else of the host.
+  # Private sasl2 dirs: the headers, and a link-time stub of libsasl2.so.2 (see the header).
   sasl="$TOOLS/sasl2"
   syslib="$(ls /usr/lib/x86_64-linux-gnu/libsasl2.so.2 /usr/lib64/libsasl2.so.2 2>/dev/null | head -1 || true)"
   [ -n "$syslib" ] || { echo "libsasl2.so.2 not found (package libsasl2-2)" >&2; exit 1; }
   [ -f /usr/include/sasl/sasl.h ] || { echo "/usr/include/sasl/sasl.h not found (package libsasl2-dev; scripts/setup.sh installs it)" >&2; exit 1; }
   rm -rf "$sasl"; mkdir -p "$sasl/lib" "$sasl/include"
-  ln -s "$syslib" "$sasl/lib/libsasl2.so"
   cp -r /usr/include/sasl "$sasl/include/"
+  nm -D --defined-only "$syslib" | awk '$2 == "T" { sub(/@.*/, "", $3); print "void " $3 "(void) {}" }' >"$sasl/stub.c"
+  grep -q 'void sasl_client_new(void)' "$sasl/stub.c" || { echo "no sasl_client_new in $syslib" >&2; exit 1; }
+  "$TOOLS/bin/python" -m ziglang cc -target "x86_64-linux-gnu.$GLIBC" -shared -fPIC \
+    -Wl,-soname,libsasl2.so.2 -o "$sasl/lib/libsasl2.so" "$sasl/stub.c"
   # The C compiler for librdkafka's ./configure and make (see the header).
   cat >"$TOOLS/zcc" <<EOF
 #!/bin/sh
