@@ -24,6 +24,8 @@
 #   unversioned functions, compiled by zig for glibc 2.27. At run time the real libsasl2.so.2 is loaded.
 #   SASL2_LIB_DIR/LDFLAGS point at the stub's directory and SASL2_INCLUDE_DIR/CFLAGS at a copy of
 #   /usr/include/sasl (never the whole /usr/include or /usr/lib: that would mix the host's glibc in).
+# * `make libs` also links librdkafka.so.1 (unused here); lld (zig) refuses its version script naming a
+#   symbol that is not built (rd_ut_coverage_check) unless given --undefined-version (GNU ld's default).
 #
 # Cache: the result is kept in ~/.cache/iotconnect/release/<key>, keyed by the hash of everything that
 # goes into the binary (Cargo.toml, Cargo.lock, src/, this script, the tool versions), so CI rebuilds it
@@ -88,7 +90,7 @@ EOF
   PATH="$TOOLS/bin:$PATH" \
   CC="$TOOLS/zcc" \
   CFLAGS="-I$sasl/include" \
-  LDFLAGS="-L$sasl/lib" \
+  LDFLAGS="-L$sasl/lib -Wl,--undefined-version" \
   SASL2_LIB_DIR="$sasl/lib" SASL2_INCLUDE_DIR="$sasl/include" \
     nice -n "${RELEASE_NICE:-10}" "$TOOLS/bin/cargo-zigbuild" zigbuild --release --locked \
       --target "$TARGET.$GLIBC" --features portable --bin iotconnect
