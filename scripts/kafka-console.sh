@@ -11,7 +11,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 PY="$("$here/python-env.sh")"
-exec "$PY" - "$@" <<'PYEOF'
+# The program goes in with -c: standard input stays the caller's (produce reads it).
+code="$(cat <<'PYEOF'
 import os, sys, time, uuid
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -33,6 +34,8 @@ if mode == "produce":
         if line:
             p.produce(topic, value=line.encode())
             n += 1
+    if n == 0:
+        sys.exit("no input lines: nothing written")
     left = p.flush(30)
     if left:
         sys.exit(f"{left} of {n} records not acknowledged by {boot}")
@@ -75,3 +78,5 @@ elif mode == "consume":
 else:
     usage()
 PYEOF
+)"
+exec "$PY" -c "$code" "$@"

@@ -3,7 +3,7 @@
 # order, in one bash process with `set -euo pipefail`, from the repository root. Only the environment
 # differs from a person's run: TUT is a fresh temporary directory, KAFKA_PORT=0 (a free broker port)
 # and REST_PORT a free port, so the test never collides with a broker or worker already running here.
-# Fails when any command fails or when the whole run exceeds TUTORIAL_TIMEOUT seconds (default 600).
+# Fails when any command fails or when the whole run exceeds TUTORIAL_TIMEOUT seconds (default 300).
 # Everything it started is stopped at the end (by the PIDs the tutorial records, and the broker's PID file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 rest_port="$(free_port)"
 echo "test-tutorial: $(grep -c . "$script") lines of README commands, TUT=$TUT, REST_PORT=$rest_port"
 t0=$SECONDS
-TUT="$TUT" KAFKA_PORT=0 REST_PORT="$rest_port" timeout --foreground "${TUTORIAL_TIMEOUT:-600}" \
+TUT="$TUT" KAFKA_PORT=0 REST_PORT="$rest_port" timeout --foreground "${TUTORIAL_TIMEOUT:-300}" \
   bash "$script" >"$TUT/run.out" 2>"$TUT/trace.log" || { cat "$TUT/run.out"; tail -40 "$TUT/trace.log"; exit 1; }
 tail -5 "$TUT/run.out" | sed 's/^/  /'
 echo "test-tutorial: ok ($((SECONDS - t0)) s)"
