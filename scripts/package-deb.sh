@@ -33,14 +33,14 @@ for s in postinst prerm postrm; do install -m 0755 "packaging/debian/$s" "$stage
 
 size_kb="$(du -sk --exclude=DEBIAN "$stage" | cut -f1)"
 # Depends: what the binary's NEEDED libraries come from (scripts/check-portable.sh checks that list),
-# as the Ubuntu 18.04 packages name them (libgcc1; newer releases' libgcc-s1 provides it).
+# as the Ubuntu 18.04 packages name them.
 cat >"$stage/DEBIAN/control" <<EOF
 Package: iotconnect
 Version: $version
 Architecture: amd64
 Maintainer: iotconnect maintainers <iotconnect@localhost>
 Installed-Size: $size_kb
-Depends: libc6 (>= 2.27), libgcc1 | libgcc-s1, libsasl2-2, adduser
+Depends: libc6 (>= 2.27), libsasl2-2, adduser
 Recommends: libsasl2-modules-gssapi-mit
 Suggests: krb5-user
 Section: net

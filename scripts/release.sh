@@ -85,7 +85,7 @@ exec "$TOOLS/bin/python" -m ziglang cc -target x86_64-linux-gnu.$GLIBC "\$@"
 EOF
   chmod +x "$TOOLS/zcc"
 
-  say "building iotconnect for $TARGET.$GLIBC (cold: ~10 min on 2 cores; see README) into $CARGO_TARGET_DIR"
+  say "building iotconnect for $TARGET.$GLIBC (cold: ~17 min of CPU, ~10 min on 2 idle cores) into $CARGO_TARGET_DIR"
   t0=$SECONDS
   PATH="$TOOLS/bin:$PATH" \
   CC="$TOOLS/zcc" \
