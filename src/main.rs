@@ -41,6 +41,8 @@ enum Command {
     Validate(Files),
     /// Run the loopback IoT Hub emulator.
     Emulator(iotconnect::emulator::EmulatorArgs),
+    /// [dist] Run connectors on several workers sharing the hub partitions (Kafka Connect's distributed mode).
+    Distributed(DistributedFiles),
     /// Read or edit the source offsets file (offset.storage.file.filename).
     Offsets(iotconnect::offsets::OffsetsArgs),
 }
@@ -51,6 +53,18 @@ struct Files {
     worker: PathBuf,
     /// Connector files (connect-iothub-source.properties, connect-iothub-sink.properties).
     connectors: Vec<PathBuf>,
+}
+
+// [dist]
+#[derive(Args)]
+struct DistributedFiles {
+    /// The worker file (connect-distributed.properties).
+    worker: PathBuf,
+    /// Connector files: the same on every worker of the group.
+    connectors: Vec<PathBuf>,
+    /// Publish this worker's connector configurations to config.storage.topic even when the group's differ.
+    #[arg(long)]
+    replace_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +81,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
         Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
+        Command::Distributed(f) => {
+            iotconnect::distributed::main(f.worker, f.connectors, f.replace_config)
+        }
         Command::Emulator(args) => runtime_exit(iotconnect::emulator::run_cli(args)),
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();

@@ -30,12 +30,26 @@ pub enum OffsetsCommand {
         #[arg(long)]
         partition: Option<String>,
     },
+    /// [dist] Print every entry of a distributed worker's offset.storage.topic (read_committed), as `show`.
+    ShowTopic {
+        /// The offset.storage.topic.
+        #[arg(long)]
+        topic: String,
+        /// bootstrap.servers
+        #[arg(long, default_value = "localhost:9092")]
+        bootstrap: String,
+    },
 }
 
 /// Runs the subcommand, writing its output to `out`.
 pub fn run(args: &OffsetsArgs, out: &mut dyn Write) -> Result<(), OffsetsCommandError> {
     match &args.command {
         OffsetsCommand::Show { file } => store::show(file, out),
+        // [dist] the Kafka-topic offset store
+        OffsetsCommand::ShowTopic { topic, bootstrap } => {
+            super::kafka::show_topic(bootstrap, topic, out)
+                .map_err(|e| OffsetsCommandError::Output(std::io::Error::other(format!("{e:#}"))))
+        }
         OffsetsCommand::Reset {
             file,
             connector,

@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod file;
+// [dist] offset.storage.topic of distributed mode
+pub mod kafka;
 pub mod store;
 pub mod tracker;
 
