@@ -7,7 +7,10 @@
 #   then stops everything it started. Everything listens on 127.0.0.1 only.
 #
 #   scripts/demo.sh             (debug build; DEMO_RELEASE=1 for a release build)
+#   scripts/demo.sh distributed (distributed mode: see scripts/demo-distributed.sh)
 set -euo pipefail
+# [dist] `scripts/demo.sh distributed`: two workers sharing a hub, one taking over (scripts/demo-distributed.sh)
+if [ "${1:-}" = distributed ]; then exec "$(dirname "$0")/demo-distributed.sh"; fi
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/iotconnect-demo.XXXXXX")"

@@ -156,7 +156,7 @@ pub async fn run(
                 let _ = consumer.poll(Duration::from_millis(100));
             }
             // Leaving: revoke everything (the callback stops the pipelines), then LeaveGroup on drop.
-            let _ = consumer.unsubscribe();
+            consumer.unsubscribe();
             let deadline = std::time::Instant::now() + revoke_timeout;
             while std::time::Instant::now() < deadline
                 && consumer
@@ -254,7 +254,13 @@ pub async fn run(
                     });
                 }
             }
-            Command::Closed => closed = true,
+            Command::Closed => {
+                closed = true;
+                // Whatever the revocation did not stop (it should have stopped everything).
+                for (t, _) in running.values() {
+                    t.cancel();
+                }
+            }
         }
         {
             let mut o = owned.indexes.lock().unwrap();
@@ -265,6 +271,8 @@ pub async fn run(
             break;
         }
     }
+    // A callback during the consumer's final close must not wait for this loop any more.
+    drop(rx);
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     Ok(())
 }

@@ -141,8 +141,10 @@ async fn run_inner(job: &Arc<SourceJob>, p: &str, stop: &CancellationToken) -> E
         format!("connector-producer-{}-{p}", job.connector.name),
     );
     if eos {
+        // librdkafka: a record's delivery timeout may not exceed the transaction timeout.
         cfg.set("transactional.id", job.transactional_id(p))
-            .set("transaction.timeout.ms", "60000");
+            .set("transaction.timeout.ms", "60000")
+            .set("delivery.timeout.ms", "60000");
     }
     let producer: Arc<FutureProducer> = match cfg.create() {
         Ok(pr) => Arc::new(pr),
