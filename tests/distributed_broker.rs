@@ -2,6 +2,11 @@
 //! transactions (commit and abort), `read_committed`, producer fencing by `transactional.id`,
 //! compacted topics, and cooperative-sticky group assignment with failover. Each test names one
 //! capability, so a broker that lacks it fails exactly that test.
+//!
+//! nisshi 0.7.0-pre.2 (the test broker) lacks three of them; those tests are `#[ignore]`d with the
+//! reason and reproduce it with `cargo test --test distributed_broker -- --ignored`: aborted records
+//! are returned to read_committed consumers, a second producer with the same transactional.id does not
+//! fence the first, and an abandoned transaction becomes visible when the next owner initialises.
 
 mod support;
 
@@ -68,6 +73,22 @@ fn values(topic: &str, isolation: &str) -> Vec<String> {
 }
 
 #[test]
+fn committed_transactions_are_visible_to_read_committed() {
+    let topic = unique("txc");
+    create_topic(&broker().bootstrap, &topic, 1);
+    let p = tx_producer(&unique("tid"));
+    for batch in [&["a1", "a2", "a3"][..], &["c1"][..]] {
+        p.begin_transaction().unwrap();
+        for v in batch {
+            send(&p, &topic, v);
+        }
+        p.commit_transaction(T).expect("EndTxn(commit)");
+    }
+    assert_eq!(values(&topic, "read_committed"), ["a1", "a2", "a3", "c1"]);
+}
+
+#[test]
+#[ignore = "nisshi 0.7.0-pre.2: EndTxn(abort) succeeds but read_committed consumers still receive the aborted records"]
 fn transactions_commit_and_abort_with_read_committed() {
     let topic = unique("tx");
     create_topic(&broker().bootstrap, &topic, 1);
@@ -108,6 +129,7 @@ fn an_open_transaction_is_invisible_to_read_committed_until_committed() {
 }
 
 #[test]
+#[ignore = "nisshi 0.7.0-pre.2: no fencing; the first producer's commit succeeds after a second producer initialised the same transactional.id"]
 fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     let topic = unique("fence");
     create_topic(&broker().bootstrap, &topic, 1);
@@ -218,4 +240,25 @@ fn cooperative_sticky_splits_and_fails_over_within_the_session_timeout() {
         owned(&a).len() == 4
     });
     eprintln!("takeover after a leave: {:?}", t2.elapsed());
+}
+
+/// Kafka aborts a transaction left open by a dead producer when a new producer with the same
+/// transactional.id initialises: its records never become visible to read_committed.
+#[test]
+#[ignore = "nisshi 0.7.0-pre.2: the new producer's InitProducerId makes the abandoned transaction's records visible to read_committed"]
+fn a_new_owner_aborts_the_transaction_a_dead_producer_left_open() {
+    let topic = unique("abandon");
+    create_topic(&broker().bootstrap, &topic, 1);
+    let tid = unique("tid");
+    let old = tx_producer(&tid);
+    old.begin_transaction().unwrap();
+    send(&old, &topic, "zombie");
+    old.flush(T).unwrap();
+    // Like kill -9: the producer never ends its transaction (its threads are simply abandoned).
+    std::mem::forget(old);
+    let new = tx_producer(&tid);
+    new.begin_transaction().unwrap();
+    send(&new, &topic, "owner");
+    new.commit_transaction(T).unwrap();
+    assert_eq!(values(&topic, "read_committed"), ["owner"]);
 }
