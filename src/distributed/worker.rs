@@ -129,7 +129,11 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
                     stop.clone(),
                 )));
             }
-            Ok(Prepared::Refused(name, why)) => refused.push(format!("{name}: {why}")),
+            Ok(Prepared::Refused(view, why)) => {
+                refused.push(format!("{}: {why}", view.name));
+                // Its status (the group's) stays readable here.
+                views.push(view);
+            }
             Err(e) => {
                 error!("{e:#}");
                 error!("Stopping after connector error");
@@ -200,7 +204,7 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
 
 enum Prepared {
     Run(Arc<SourceJob>),
-    Refused(String, String),
+    Refused(SourceView, String),
 }
 
 /// Everything a source connector needs before it joins its group.
@@ -241,7 +245,13 @@ async fn prepare(
                 cfg.config_topic.name,
                 cfg.group_id
             );
-            return Ok(Prepared::Refused(c.name.clone(), why));
+            let view = SourceView {
+                name: c.name.clone(),
+                config: c.file.masked(),
+                partitions: partitions.len(),
+                owned: Arc::new(Owned::default()),
+            };
+            return Ok(Prepared::Refused(view, why));
         }
         None if published.is_some() && !replace => {
             info!(
