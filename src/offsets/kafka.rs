@@ -104,6 +104,19 @@ async fn check_compacted(
     Ok(())
 }
 
+/// Consumer context of the end-of-topic readers: partition EOF is what they wait for, not an error.
+struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 /// Reads `topic` from the beginning of every partition to its end (read_committed); returns the
 /// records in topic order per partition (key, value). Blocking: call from a blocking thread.
 pub fn read_to_end(
@@ -117,7 +130,9 @@ pub fn read_to_end(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("group.id", "iotconnect-offset-reader-unused");
-    let consumer: BaseConsumer = cfg.create().context("cannot create a Kafka consumer")?;
+    let consumer: BaseConsumer<QuietEof> = cfg
+        .create_with_context(QuietEof)
+        .context("cannot create a Kafka consumer")?;
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
@@ -148,8 +163,9 @@ pub fn read_to_end(
                 at_end.insert(p);
             }
             Some(Err(e)) => return Err(e).with_context(|| format!("reading topic {topic}")),
+            // A partition once at its end stays done (Connect: the end as of the start of the
+            // read); later records are still taken, they are only newer.
             Some(Ok(m)) => {
-                at_end.remove(&m.partition());
                 if let Some(k) = m.key() {
                     out.push((k.to_vec(), m.payload().map(|v| v.to_vec())));
                 }
