@@ -27,8 +27,9 @@ trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "building iotconnect"
-if [ "${DEMO_RELEASE:-0}" = 1 ]; then cargo build --release --quiet; BIN="$ROOT/target/release/iotconnect";
-else cargo build --quiet; BIN="$ROOT/target/debug/iotconnect"; fi
+if [ "${DEMO_RELEASE:-0}" = 1 ]; then cargo build --release --quiet --workspace; BIN="$ROOT/target/release/iotconnect";
+else cargo build --quiet --workspace; BIN="$ROOT/target/debug/iotconnect"; fi
+EMU_BIN="$(dirname "$BIN")/iotconnect-emulator"
 PY="$(scripts/python-env.sh)"   # Python confluent-kafka: the independent Kafka client
 
 say "starting the Kafka-protocol broker (nisshi, SQLite storage)"
@@ -40,7 +41,7 @@ for t in iotin iotout; do "$BROKER_BIN" topic create "$t" --partitions 8 --broke
 echo "broker at $BOOTSTRAP, topics iotin and iotout (8 partitions, as in the tutorial)"
 
 say "starting the IoT Hub emulator"
-"$BIN" emulator --partitions 4 --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --no-auth \
+"$EMU_BIN" --partitions 4 --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --no-auth \
   >"$WORK/emulator.json" 2>"$WORK/emulator.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do [ -s "$WORK/emulator.json" ] && break; sleep 0.1; done

@@ -38,6 +38,11 @@ installed() { [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q -- "$VERSI
 
 install() {
   if installed; then echo "broker installed: $BIN" >&2; return 0; fi
+  # One build at a time: a second caller waits for the first and then finds the broker installed.
+  mkdir -p "$(dirname "$ROOT")"
+  exec 9>"$ROOT.install-lock"
+  if ! flock -n 9; then echo "another install of the broker is running; waiting for it ..." >&2; flock 9; fi
+  if installed; then echo "broker installed: $BIN" >&2; return 0; fi
   local t0=$SECONDS
   echo "building the Kafka-protocol test broker nisshi $VERSION from crates.io (12-15 minutes on 2 cores) ..." >&2
   # Its own temporary target dir (no CARGO_TARGET_DIR), so the project's build is never disturbed.

@@ -14,10 +14,10 @@ if [ -f tests/python/requirements.txt ]; then
 fi
 
 echo "== cargo test"
-cargo build --all-targets --locked
+cargo build --workspace --all-targets --locked
 # Two test threads: the machine has 2 cores and each integration test runs a worker, an emulator and
 # Kafka clients.
-cargo test --all-targets --locked -- --test-threads=2
+cargo test --workspace --all-targets --locked -- --test-threads=2
 
 if [ -x tests/python/run.sh ]; then
   echo "== python client tests"

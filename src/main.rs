@@ -14,9 +14,6 @@ Examples:
   # Check every file offline (exit 0 valid, 78 invalid; one problem per line as FILE:KEY: message):
   iotconnect validate config/connect-standalone.properties config/connect-iothub-source.properties
 
-  # A local IoT Hub for tests and demos (prints one JSON line with its connection strings):
-  iotconnect emulator --partitions 4 --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0
-
   # Inspect or reset stored source offsets (the worker must be stopped for reset):
   iotconnect offsets show /tmp/connect.offsets
   iotconnect offsets reset /tmp/connect.offsets --connector AzureIotHubConnector --partition 2
@@ -39,8 +36,6 @@ enum Command {
     Standalone(Files),
     /// Check the worker and connector files offline and print the effective configuration.
     Validate(Files),
-    /// Run the loopback IoT Hub emulator.
-    Emulator(iotconnect::emulator::EmulatorArgs),
     /// [dist] Run connectors on several workers sharing the hub partitions (Kafka Connect's distributed mode).
     Distributed(DistributedFiles),
     /// Read or edit the source offsets file (offset.storage.file.filename).
@@ -80,11 +75,12 @@ fn main() -> ExitCode {
     iotconnect::init_tls();
     match cli.command {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
-        Command::Standalone(f) => iotconnect::worker::standalone::main(f.worker, f.connectors),
+        Command::Standalone(f) => {
+            iotconnect::worker::standalone::main(f.worker, f.connectors, iotconnect::plugins())
+        }
         Command::Distributed(f) => {
             iotconnect::distributed::main(f.worker, f.connectors, f.replace_config)
         }
-        Command::Emulator(args) => runtime_exit(iotconnect::emulator::run_cli(args)),
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();
             match iotconnect::offsets::cli::run(&args, &mut out) {
@@ -94,17 +90,6 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
-        }
-    }
-}
-
-fn runtime_exit<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> ExitCode {
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(f) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
         }
     }
 }

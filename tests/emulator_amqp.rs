@@ -10,7 +10,7 @@ use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::messaging::{Body, Message, Outcome, Properties};
 use fe2o3_amqp::types::primitives::{Binary, Value};
 use fe2o3_amqp::{Connection, Session};
-use iotconnect::emulator::{Emulator, EmulatorOptions};
+use iotconnect_emulator::{Emulator, EmulatorOptions};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Outcome, Properties};
 use fe2o3_amqp::types::primitives::{Binary, Timestamp, Value};
 use fe2o3_amqp::{Connection, Session};
-use iotconnect::emulator::{C2dState, Emulator, EmulatorOptions};
+use iotconnect_emulator::{C2dState, Emulator, EmulatorOptions};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn c2d_message(
@@ -169,7 +169,7 @@ async fn cbs_put_token_rejections_and_acceptance() {
         got[0].properties,
         vec![(
             "color".to_string(),
-            iotconnect::emulator::PropValue::String("red".into())
+            iotconnect_emulator::PropValue::String("red".into())
         )]
     );
 

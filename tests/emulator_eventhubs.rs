@@ -6,7 +6,7 @@ use azure_messaging_eventhubs::{
 };
 use futures::StreamExt;
 use iotconnect::config::secret::Secret;
-use iotconnect::emulator::{Emulator, EmulatorOptions, PropValue, TelemetryProps};
+use iotconnect_emulator::{Emulator, EmulatorOptions, PropValue, TelemetryProps};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);

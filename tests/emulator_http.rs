@@ -7,8 +7,8 @@ use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::link::Sender;
 use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Outcome, Properties};
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Value};
-use iotconnect::emulator::{C2dState, Emulator, EmulatorOptions};
 use iotconnect::iothub::sas::{self, KeyEncoding};
+use iotconnect_emulator::{C2dState, Emulator, EmulatorOptions};
 use std::time::Duration;
 
 fn device_token(emu: &Emulator, device: &str) -> String {
@@ -233,9 +233,30 @@ async fn device_api_telemetry_and_cloud_to_device() {
     let states: Vec<_> = emu.c2d_messages().iter().map(|m| m.state).collect();
     assert_eq!(states, vec![C2dState::Completed, C2dState::Rejected]);
 
-    // Control endpoints.
+    // Control endpoints. /emulator/c2d shows message bodies: a service token is required.
+    let r = http
+        .get(format!("{base}/emulator/c2d"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{base}/emulator/c2d"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "a device-scoped token does not open /emulator/c2d"
+    );
     let r: serde_json::Value = http
         .get(format!("{base}/emulator/c2d"))
+        .header(
+            "Authorization",
+            service_token(&emu, Duration::from_secs(60)),
+        )
         .send()
         .await
         .unwrap()

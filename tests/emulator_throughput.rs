@@ -7,7 +7,7 @@ use azure_messaging_eventhubs::{
     ConsumerClient, OpenReceiverOptions, StartLocation, StartPosition,
 };
 use futures::StreamExt;
-use iotconnect::emulator::{Emulator, EmulatorOptions};
+use iotconnect_emulator::{Emulator, EmulatorOptions};
 use std::time::{Duration, Instant};
 
 fn env(name: &str, default: u64) -> u64 {

@@ -1,13 +1,16 @@
 //! C2D client against the project's IoT Hub emulator (real AMQP over loopback).
 
 use iotconnect::config::Secret;
-use iotconnect::emulator::{Emulator, EmulatorOptions};
+#[path = "../examples/bench/raw_c2d.rs"]
+mod raw_c2d;
+
 use iotconnect::iothub::c2d::{
-    raw_send_rate, AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed,
-    Completion, Outcome,
+    AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed, Completion, Outcome,
 };
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::iothub::ratelimit::Backoff;
+use iotconnect_emulator::{Emulator, EmulatorOptions};
+use raw_c2d::raw_send_rate;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -25,7 +28,9 @@ async fn start(opts: EmulatorOptions) -> Emulator {
 }
 
 fn client_opts(emu: &Emulator) -> C2dOptions {
-    let cs = IotHubConnectionString::parse(&emu.info().service_connection_string).unwrap();
+    let cs =
+        IotHubConnectionString::parse(&Secret::new(emu.info().service_connection_string.expose()))
+            .unwrap();
     let mut o = C2dOptions::new(cs);
     o.endpoint = Some(emu.info().amqp_endpoint.clone());
     o.operation_timeout = Duration::from_secs(10);

@@ -3,7 +3,7 @@
 
 mod support;
 
-use iotconnect::emulator::{Emulator, EmulatorOptions};
+use iotconnect_emulator::{Emulator, EmulatorOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -112,7 +112,7 @@ impl Env {
     }
 
     /// Messages the hub holds for `device`, in arrival order.
-    fn device_messages(&self, device: &str) -> Vec<iotconnect::emulator::c2d::C2dMessage> {
+    fn device_messages(&self, device: &str) -> Vec<iotconnect_emulator::c2d::C2dMessage> {
         self.emu()
             .c2d_messages()
             .into_iter()

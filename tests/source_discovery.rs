@@ -2,7 +2,7 @@
 
 use iotconnect::config::connector::{EventHubConnection, RecordFormat, RecordKey};
 use iotconnect::config::{Secret, SourceConfig};
-use iotconnect::emulator::{Emulator, EmulatorOptions};
+use iotconnect_emulator::{Emulator, EmulatorOptions};
 use std::time::Duration;
 
 fn source_config(emu: &Emulator, key: Option<&str>) -> SourceConfig {

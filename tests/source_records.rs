@@ -5,7 +5,7 @@
 mod source_support;
 mod support;
 
-use iotconnect::emulator::{PropValue, TelemetryProps};
+use iotconnect_emulator::{PropValue, TelemetryProps};
 use source_support::*;
 use std::collections::{HashMap, HashSet};
 use support::*;

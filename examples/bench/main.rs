@@ -15,6 +15,7 @@
 //!
 //! The structure leaves room for a `sink` mode beside `source` (see `main`).
 
+mod raw_c2d;
 mod sink;
 
 use azure_messaging_eventhubs::{
@@ -93,12 +94,12 @@ fn main() -> anyhow::Result<()> {
 /// The emulator in its own process: prints its connection info as one JSON line, runs until stdin
 /// closes (the parent exited or is done).
 async fn emulator_child(o: Opts) -> anyhow::Result<()> {
-    let opts = iotconnect::emulator::EmulatorOptions {
+    let opts = iotconnect_emulator::EmulatorOptions {
         partitions: o.partitions,
         retention_events: (o.events as usize / o.partitions.max(1) as usize) * 2 + 1_000_000,
         ..Default::default()
     };
-    let emu = iotconnect::emulator::Emulator::start(opts).await?;
+    let emu = iotconnect_emulator::Emulator::start(opts).await?;
     let info = serde_json::to_value(emu.info())?;
     println!("{info}");
     std::io::stdout().flush()?;
@@ -289,7 +290,7 @@ async fn run_iotconnect(
         .map_err(|e| anyhow::anyhow!("config: {}", e.problems))?;
     iotconnect::source::metrics::reset();
     let t0 = Instant::now();
-    let w = iotconnect::worker::runtime::Worker::start(loaded, "bench".into()).await?;
+    let w = iotconnect::start_standalone_worker(loaded, "bench".into()).await?;
     during.await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while iotconnect::source::metrics::acked() < target {
@@ -301,7 +302,7 @@ async fn run_iotconnect(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = t0.elapsed();
-    w.stop().await;
+    let _ = w.stop().await;
     Ok(took)
 }
 

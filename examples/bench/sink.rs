@@ -4,7 +4,7 @@
 //! 1. Starts the IoT Hub emulator in-process and, without `--bootstrap`, a broker
 //!    (`scripts/kafka-broker.sh bin`, SQLite storage in a temp dir).
 //! 2. Fills a fresh `iotout-…` topic (4 partitions) with N tutorial-shaped JSON records for D devices.
-//! 3. Base: `iothub::c2d::raw_send_rate` (bare fe2o3-amqp sender, same authentication, same window)
+//! 3. Base: `raw_c2d::raw_send_rate` (bare fe2o3-amqp sender, same authentication, same window)
 //!    sends N messages to D other devices.
 //! 4. Runs the sink connector (the real worker, in-process) from the first to the last accepted
 //!    message: sends/s, p50/p99 send latency (last transfer → settlement), peak RSS.
@@ -13,12 +13,12 @@
 //!
 //! The last line is one JSON object.
 
+use crate::raw_c2d::raw_send_rate;
 use iotconnect::config::load_all;
-use iotconnect::emulator::{Emulator, EmulatorOptions};
-use iotconnect::iothub::c2d::{raw_send_rate, C2dOptions};
+use iotconnect::iothub::c2d::C2dOptions;
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::sink::stats;
-use iotconnect::worker::runtime::Worker;
+use iotconnect_emulator::{Emulator, EmulatorOptions};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -224,7 +224,7 @@ async fn run_sink(
     );
     let loaded = load_all(&w, &[c]).unwrap_or_else(|e| panic!("config: {:?}", e.problems));
     let base = emu.stats().c2d_accepted;
-    let worker = Worker::start(loaded, "bench".into())
+    let worker = iotconnect::start_standalone_worker(loaded, "bench".into())
         .await
         .expect("worker starts");
     let mut first = None;
@@ -244,7 +244,7 @@ async fn run_sink(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let end = Instant::now();
-    worker.stop().await;
+    let _ = worker.stop().await;
     let (t0, d0) = first.unwrap();
     (end - t0, expect - d0)
 }
@@ -319,7 +319,10 @@ pub async fn run() {
     eprintln!("bare Kafka consumer reads the topic at {read_rate:.0} records/s");
 
     // base: bare fe2o3-amqp sender, same endpoint and window
-    let cs = IotHubConnectionString::parse(&emu.info().service_connection_string).unwrap();
+    let cs = IotHubConnectionString::parse(&iotconnect::config::Secret::new(
+        emu.info().service_connection_string.expose(),
+    ))
+    .unwrap();
     let mut opts = C2dOptions::new(cs);
     opts.endpoint = Some(emu.info().amqp_endpoint.clone());
     let raw_devices: Vec<String> = (0..args.devices).map(|i| format!("raw-dev-{i}")).collect();

@@ -150,7 +150,20 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
             connectors: sinks,
             warnings: Vec::new(),
         };
-        match crate::worker::runtime::Worker::start(l, cluster_id.clone()).await {
+        let store = match crate::offsets::kafka::KafkaOffsetBackingStore::new(
+            &base,
+            &cfg.offset_topic.name,
+            cfg.worker.kafka_check_timeout,
+        ) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                error!("{e:#}");
+                return ExitCode::from(EXIT_INIT);
+            }
+        };
+        match crate::worker::runtime::Worker::start(l, cluster_id.clone(), &crate::plugins(), store)
+            .await
+        {
             Ok(w) => Some(w),
             Err(e) => {
                 error!("{e:#}");
@@ -196,7 +209,9 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
         }
     }
     if let Some(w) = sink_runtime {
-        w.stop().await;
+        if let Err(e) = w.stop().await {
+            warn!("stopping the sink connectors: {e:#}");
+        }
     }
     info!("Kafka Connect stopped");
     ExitCode::SUCCESS

@@ -152,37 +152,8 @@ impl RateLimiter {
     }
 }
 
-/// Capped exponential backoff with "equal jitter": attempt n waits in
-/// `[d/2, d]` where `d = min(max, initial * 2^n)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    pub const fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max }
-    }
-
-    /// The upper bound for `attempt` (0-based), without jitter.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(30));
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-
-    /// A jittered delay for `attempt`.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let d = self.ceiling(attempt);
-        let half = d / 2;
-        let extra = if half.is_zero() {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(rand::random_range(0..=half.as_nanos() as u64))
-        };
-        half + extra
-    }
-}
+/// The shared backoff (`worker::backoff`), re-exported where the C2D client always found it.
+pub use crate::worker::backoff::Backoff;
 
 #[cfg(test)]
 mod tests {
@@ -299,20 +270,5 @@ mod tests {
         let sent = drive(&mut lim, t1, Duration::from_millis(900));
         // One additive step (+10/s) happened at t1: ~110/s for 0.9 s plus the small burst allowance.
         assert!((85..=105).contains(&sent.len()), "{}", sent.len());
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        assert_eq!(b.ceiling(0), Duration::from_millis(100));
-        assert_eq!(b.ceiling(3), Duration::from_millis(800));
-        assert_eq!(b.ceiling(10), Duration::from_secs(5));
-        assert_eq!(b.ceiling(u32::MAX), Duration::from_secs(5));
-        for attempt in 0..12 {
-            for _ in 0..50 {
-                let d = b.delay(attempt);
-                assert!(d >= b.ceiling(attempt) / 2 && d <= b.ceiling(attempt));
-            }
-        }
     }
 }

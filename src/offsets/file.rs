@@ -3,14 +3,14 @@
 //! `FileOffsetBackingStore` writes it (kafka-connect.md §4.3).
 //!
 //! [`decode`] is a strict reader of that one shape; [`encode`] writes the bytes the JDK writes
-//! (entry order aside, which is random in Java); [`load`] and [`save_atomic`] add the file
-//! handling: a missing file is "no offsets", a damaged one is an error that names the file and
-//! the way out, and writes go through a temp file, fsync and rename.
+//! (entry order aside, which is random in Java). Pure functions: the file handling is in
+//! [`super::disk`].
+//!
+//! Invariants of the reader: it never panics on any input, its time is linear in the input, and
+//! its output (including bytes copied for back-references) is at most
+//! [`EXPANSION_LIMIT`] times the input plus 1 MiB, so a crafted file cannot exhaust memory.
 
-use std::fmt;
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+pub use super::disk::{load, save_atomic, temp_path, Activity, OffsetsError};
 
 /// One entry: key bytes and value bytes (`None` = Java null, a tombstone written by a reset).
 pub type Entry = (Vec<u8>, Option<Vec<u8>>);
@@ -54,12 +54,20 @@ enum Handle {
     Array(std::ops::Range<usize>),
 }
 
+/// Decoded bytes (entries, including copies for back-references) may be at most this many times
+/// the input size, plus [`EXPANSION_SLACK`]. Java only writes a back-reference when the same
+/// array object is written twice, which a `FileOffsetBackingStore` never does.
+pub const EXPANSION_LIMIT: usize = 4;
+pub const EXPANSION_SLACK: usize = 1 << 20;
+
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
     handles: Vec<Handle>,
     /// Bytes left in the current block-data segment (HashMap's custom data).
     block_left: usize,
+    /// Bytes the decoded entries may still take (see [`EXPANSION_LIMIT`]).
+    budget: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -126,6 +134,22 @@ impl<'a> Reader<'a> {
         let raw = self.take(len, what)?;
         String::from_utf8(raw.to_vec())
             .map_err(|_| self.corrupt(at, format!("{what} is not valid (modified) UTF-8")))
+    }
+
+    /// Accounts for `n` decoded bytes; refuses once the expansion budget is spent.
+    fn spend(&mut self, at: usize, n: usize) -> Result<(), OffsetFileError> {
+        match self.budget.checked_sub(n) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => Err(self.corrupt(
+                at,
+                format!(
+                    "back-references expand the entries beyond {EXPANSION_LIMIT} times the file size"
+                ),
+            )),
+        }
     }
 
     fn handle(&self, at: usize, h: u32) -> Result<&Handle, OffsetFileError> {
@@ -228,13 +252,19 @@ impl<'a> Reader<'a> {
             return Err(self.corrupt(self.pos, "unread HashMap block data before an entry"));
         }
         let at = self.pos;
+        // Every key or value also costs its in-memory header, so tiny entries count too.
+        self.spend(at, std::mem::size_of::<Option<Vec<u8>>>())?;
         match self.u8("a map key or value")? {
             TC_NULL => Ok(None),
             TC_REFERENCE => {
                 let h_at = self.pos;
                 let h = self.u32("handle")?;
                 match self.handle(h_at, h)? {
-                    Handle::Array(r) => Ok(Some(self.b[r.clone()].to_vec())),
+                    Handle::Array(r) => {
+                        let r = r.clone();
+                        self.spend(at, r.len())?;
+                        Ok(Some(self.b[r].to_vec()))
+                    }
                     _ => {
                         Err(self
                             .corrupt(at, "a map entry refers to something that is not a byte[]"))
@@ -286,6 +316,7 @@ impl<'a> Reader<'a> {
                 }
                 let start = self.pos;
                 self.take(len as usize, "array bytes")?;
+                self.spend(at, len as usize)?;
                 self.handles
                     .push(Handle::Array(start..start + len as usize));
                 Ok(Some(self.b[start..start + len as usize].to_vec()))
@@ -316,6 +347,10 @@ pub fn decode_salvage(bytes: &[u8]) -> Result<Vec<Entry>, (Vec<Entry>, OffsetFil
         pos: 0,
         handles: Vec::new(),
         block_left: 0,
+        budget: bytes
+            .len()
+            .saturating_mul(EXPANSION_LIMIT)
+            .saturating_add(EXPANSION_SLACK),
     };
     let mut entries = Vec::new();
     match decode_into(&mut r, &mut entries) {
@@ -476,137 +511,6 @@ pub fn encode(entries: &[Entry]) -> Vec<u8> {
 fn write_utf(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
-}
-
-/// Errors of the offsets file on disk. Messages name the file and, for a damaged file, the way out.
-#[derive(Debug)]
-pub enum OffsetsError {
-    /// The file exists but could not be read (permissions, I/O error).
-    Unreadable { path: PathBuf, source: io::Error },
-    /// The file is empty, truncated or not an offsets file.
-    Invalid {
-        path: PathBuf,
-        source: OffsetFileError,
-    },
-    /// The directory that should hold the file does not exist.
-    MissingDirectory { path: PathBuf, dir: PathBuf },
-    /// Writing the temp file, syncing or renaming failed.
-    Write { path: PathBuf, source: io::Error },
-}
-
-impl fmt::Display for OffsetsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OffsetsError::Unreadable { path, source } => {
-                write!(f, "cannot read offsets file {}: {source}", path.display())
-            }
-            OffsetsError::Invalid { path, source } => write!(
-                f,
-                "offsets file {p} is damaged ({source}); refusing to start, because without it every \
-                 partition would restart from IotHub.StartTime / IotHub.Offsets and replay events. \
-                 Inspect it with `iotconnect offsets show {p}` (prints the entries still readable), \
-                 restore a good copy, or delete the file to start from IotHub.StartTime / IotHub.Offsets",
-                p = path.display()
-            ),
-            OffsetsError::MissingDirectory { path, dir } => write!(
-                f,
-                "cannot write offsets file {}: directory {} does not exist",
-                path.display(),
-                dir.display()
-            ),
-            OffsetsError::Write { path, source } => {
-                write!(f, "cannot write offsets file {}: {source}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for OffsetsError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            OffsetsError::Unreadable { source, .. } | OffsetsError::Write { source, .. } => {
-                Some(source)
-            }
-            OffsetsError::Invalid { source, .. } => Some(source),
-            OffsetsError::MissingDirectory { .. } => None,
-        }
-    }
-}
-
-/// Reads the offsets file. A missing file is empty offsets; an empty, truncated or corrupt file is
-/// [`OffsetsError::Invalid`] (never silently empty, unlike Java).
-pub fn load(path: &Path) -> Result<Vec<Entry>, OffsetsError> {
-    match fs::read(path) {
-        Ok(bytes) => decode(&bytes).map_err(|source| OffsetsError::Invalid {
-            path: path.to_path_buf(),
-            source,
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(OffsetsError::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// The temp file [`save_atomic`] writes before renaming: `<file>.tmp` in the same directory.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes the file atomically: `<file>.tmp` in the same directory (with the old file's
-/// permissions), fsync, rename over `<file>`, fsync the directory.
-pub fn save_atomic(path: &Path, entries: &[Entry]) -> Result<(), OffsetsError> {
-    // A symlinked offsets file is replaced at its target (Java writes through the link too).
-    let resolved;
-    let path = match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            resolved = fs::canonicalize(path).map_err(|source| OffsetsError::Write {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            resolved.as_path()
-        }
-        _ => path,
-    };
-    let dir = parent_dir(path);
-    if !dir.is_dir() {
-        return Err(OffsetsError::MissingDirectory {
-            path: path.to_path_buf(),
-            dir,
-        });
-    }
-    let werr = |source: io::Error| OffsetsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = temp_path(path);
-    let bytes = encode(entries);
-    let result = (|| -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        if let Ok(meta) = fs::metadata(path) {
-            f.set_permissions(meta.permissions())?;
-        }
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fs::File::open(&dir)?.sync_all()?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(werr)
 }
 
 #[cfg(test)]
@@ -823,69 +727,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("TC_ENDBLOCKDATA"));
-    }
-
-    #[test]
-    fn load_and_save_atomic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("connect.offsets");
-        assert_eq!(load(&path).unwrap(), vec![], "missing file = no offsets");
-
-        let entries = vec![(b"k".to_vec(), Some(b"v".to_vec())), (b"t".to_vec(), None)];
-        save_atomic(&path, &entries).unwrap();
-        assert_eq!(load(&path).unwrap(), entries);
-        assert!(!temp_path(&path).exists());
-        assert_eq!(fs::read(&path).unwrap(), encode(&entries));
-
-        fs::write(&path, b"").unwrap();
-        let err = load(&path).unwrap_err().to_string();
-        assert!(err.contains(&path.display().to_string()), "{err}");
-        assert!(err.contains("iotconnect offsets show"), "{err}");
-        assert!(err.contains("delete the file"), "{err}");
-        assert!(err.contains("empty"), "{err}");
-
-        let full = encode(&entries);
-        fs::write(&path, &full[..full.len() - 3]).unwrap();
-        assert!(matches!(load(&path), Err(OffsetsError::Invalid { .. })));
-
-        let missing = dir.path().join("nope").join("connect.offsets");
-        let err = save_atomic(&missing, &entries).unwrap_err().to_string();
-        assert!(err.contains("does not exist"), "{err}");
-        assert!(
-            err.contains(&dir.path().join("nope").display().to_string()),
-            "{err}"
-        );
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn save_writes_through_a_symlink() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("real.offsets");
-        let link = dir.path().join("link.offsets");
-        save_atomic(&target, &[]).unwrap();
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        let entries = vec![(b"k".to_vec(), Some(b"v".to_vec()))];
-        save_atomic(&link, &entries).unwrap();
-        assert!(fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink());
-        assert_eq!(load(&target).unwrap(), entries);
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn save_keeps_permissions() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o");
-        save_atomic(&path, &[]).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        save_atomic(&path, &[(b"k".to_vec(), None)]).unwrap();
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
     }
 }

@@ -15,9 +15,13 @@
 //!   as Connect refuses it.
 
 use crate::connect::Value;
+use crate::offsets::backing::{
+    OffsetBackingStore, OffsetMap as BackingOffsetMap, PartitionMap, StoredOffset,
+};
 use crate::offsets::file::Entry;
 use crate::offsets::store::{key_bytes, value_bytes, OffsetStore};
 use anyhow::Context;
+use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -109,7 +113,12 @@ struct QuietEof;
 
 impl rdkafka::ClientContext for QuietEof {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        use rdkafka::error::KafkaError;
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
             tracing::error!("librdkafka: {error}: {reason}");
         }
     }
@@ -197,6 +206,108 @@ pub fn has_connector(store: &OffsetStore, connector: &str) -> bool {
                 .and_then(|j| j.get(0).and_then(|n| n.as_str().map(|s| s == connector)))
                 .unwrap_or(false)
     })
+}
+
+/// The worker's [`OffsetBackingStore`] over `offset.storage.topic` (Connect's
+/// `KafkaOffsetBackingStore`): `get` reads the topic to its end (read_committed) so it sees what other
+/// workers committed; `put` writes murmur2-partitioned records and returns once all are acknowledged
+/// (acks=all). The exactly-once pipeline writes its offset records inside its own transactions instead.
+pub struct KafkaOffsetBackingStore {
+    consumer_base: ClientConfig,
+    topic: String,
+    producer: rdkafka::producer::FutureProducer,
+    timeout: Duration,
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl KafkaOffsetBackingStore {
+    pub fn new(base: &ClientConfig, topic: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let mut p = base.clone();
+        p.set("partitioner", "murmur2_random").set("acks", "all");
+        info!("Starting KafkaOffsetBackingStore with topic {topic}");
+        Ok(KafkaOffsetBackingStore {
+            consumer_base: base.clone(),
+            topic: topic.to_string(),
+            producer: p.create().context("cannot create the offsets producer")?,
+            timeout,
+            failure: std::sync::Mutex::new(None),
+        })
+    }
+
+    async fn load(&self) -> anyhow::Result<OffsetStore> {
+        let (b, t, to) = (self.consumer_base.clone(), self.topic.clone(), self.timeout);
+        tokio::task::spawn_blocking(move || load_store(&b, &t, to))
+            .await
+            .context("offsets reader")?
+    }
+}
+
+fn borrowed(p: &PartitionMap) -> Vec<(&str, &str)> {
+    p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+impl OffsetBackingStore for KafkaOffsetBackingStore {
+    fn describe(&self) -> String {
+        format!("topic {}", self.topic)
+    }
+
+    fn get<'a>(
+        &'a self,
+        connector: &'a str,
+        partition: &'a PartitionMap,
+    ) -> BoxFuture<'a, anyhow::Result<Option<BackingOffsetMap>>> {
+        Box::pin(async move { Ok(self.load().await?.get(connector, &borrowed(partition))) })
+    }
+
+    fn put<'a>(
+        &'a self,
+        connector: &'a str,
+        batch: Vec<(PartitionMap, Option<BackingOffsetMap>)>,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            for (p, o) in &batch {
+                let o: Option<Vec<(&str, Value)>> = o
+                    .as_ref()
+                    .map(|o| o.iter().map(|(k, v)| (k.as_str(), v.clone())).collect());
+                let (k, v) = offset_record(connector, &borrowed(p), o.as_deref());
+                let mut rec: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =
+                    rdkafka::producer::FutureRecord::to(&self.topic).key(k.as_slice());
+                if let Some(v) = &v {
+                    rec = rec.payload(v.as_slice());
+                }
+                if let Err((e, _)) = self.producer.send(rec, self.timeout).await {
+                    *self.failure.lock().unwrap() = Some(format!("writing {}: {e}", self.topic));
+                    return Err(
+                        anyhow::Error::new(e).context(format!("writing offsets to {}", self.topic))
+                    );
+                }
+            }
+            *self.failure.lock().unwrap() = None;
+            Ok(())
+        })
+    }
+
+    fn entries(&self) -> BoxFuture<'_, anyhow::Result<Vec<StoredOffset>>> {
+        Box::pin(async move {
+            let store = self.load().await?;
+            Ok(store
+                .entries()
+                .iter()
+                .filter_map(|(k, v)| {
+                    let key: serde_json::Value = serde_json::from_slice(k).ok()?;
+                    Some(StoredOffset {
+                        connector: key.get(0)?.as_str()?.to_string(),
+                        partition: key.get(1)?.clone(),
+                        offset: v.as_ref().and_then(|v| serde_json::from_slice(v).ok()),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn health(&self) -> Option<String> {
+        self.failure.lock().unwrap().clone()
+    }
 }
 
 /// `iotconnect offsets show-topic --topic T --bootstrap B`: the latest entry of every key of an

@@ -17,7 +17,7 @@ use crate::connect::convert::{convert_to_connect, Converter};
 use crate::connect::json;
 use crate::connect::value::Value;
 
-use super::file::{self, Entry, OffsetsError};
+use super::file::{self, Activity, Entry, OffsetsError};
 
 /// An offset map as Java reads it back: JSON integers are `Int64`, fractions `Float64`.
 pub type OffsetMap = Vec<(String, Value)>;
@@ -61,8 +61,29 @@ pub fn value_bytes(offset: &[(&str, Value)]) -> Vec<u8> {
         .expect("a map is never null")
 }
 
+/// Why stored value bytes are not an offset map (`None` when they are): a JSON object, JSON
+/// `null`, or either inside a 2.x `{"schema":…,"payload":…}` envelope.
+pub fn bad_value(raw: &[u8]) -> Option<String> {
+    let v: serde_json::Value = match serde_json::from_slice(raw) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("is not JSON ({e})")),
+    };
+    let payload = match &v {
+        serde_json::Value::Object(m)
+            if m.len() == 2 && m.contains_key("schema") && m.contains_key("payload") =>
+        {
+            &m["payload"]
+        }
+        other => other,
+    };
+    match payload {
+        serde_json::Value::Object(_) | serde_json::Value::Null => None,
+        _ => Some("is not a JSON object".to_string()),
+    }
+}
+
 /// Parses a key as `(connector, partition map)`, accepting a 2.x schema envelope.
-fn parse_key(key: &[u8]) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
+pub fn parse_key(key: &[u8]) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
     let mut v: serde_json::Value = serde_json::from_slice(key).ok()?;
     if let serde_json::Value::Object(m) = &mut v {
         v = m.remove("payload")?;
@@ -109,8 +130,21 @@ impl OffsetStore {
     }
 
     /// Loads the offsets file (missing = empty; damaged = error naming the file and the way out).
+    /// A file that decodes but holds an offset value that is not a JSON object is damaged too:
+    /// starting would silently treat that partition as never read.
     pub fn load(path: &Path) -> Result<OffsetStore, OffsetsError> {
-        Ok(OffsetStore::from_entries(file::load(path)?))
+        let entries = file::load(path)?;
+        for (k, v) in &entries {
+            if let Some(why) = v.as_deref().and_then(bad_value) {
+                return Err(OffsetsError::BadValue {
+                    path: path.to_path_buf(),
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    why,
+                    during: Activity::Start,
+                });
+            }
+        }
+        Ok(OffsetStore::from_entries(entries))
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
@@ -310,6 +344,7 @@ pub fn show(path: &Path, out: &mut dyn Write) -> Result<(), OffsetsCommandError>
             Err(OffsetsError::Invalid {
                 path: path.to_path_buf(),
                 source,
+                during: Activity::Show,
             }
             .into())
         }
@@ -318,10 +353,11 @@ pub fn show(path: &Path, out: &mut dyn Write) -> Result<(), OffsetsCommandError>
 
 /// `iotconnect offsets reset FILE --connector NAME [--partition N]`: removes that connector's
 /// entries (only `EventHubPartition` = N when given) and saves atomically; returns the count.
-/// Must not run while a worker using the file is running (the worker would write its own view
-/// back on its next flush).
+/// Takes the file's lock, so it fails with [`OffsetsError::Locked`] while a worker uses the file
+/// (the worker would write its own view back on its next flush).
 pub fn reset(path: &Path, connector: &str, partition: Option<&str>) -> Result<usize, OffsetsError> {
-    let mut store = OffsetStore::load(path)?;
+    let _lock = super::lock::OffsetsLock::acquire(path)?;
+    let mut store = OffsetStore::load(path).map_err(|e| e.during(Activity::Reset))?;
     let removed = store.remove_connector(connector, partition);
     if removed > 0 {
         store.flush(path)?;
@@ -519,6 +555,66 @@ mod tests {
             OffsetStore::load(&path),
             Err(OffsetsError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn the_way_out_fits_what_was_being_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o");
+        std::fs::write(&path, [0xACu8, 0xED, 0x00, 0x05, 0x73]).unwrap();
+        let show_err = show(&path, &mut Vec::new()).unwrap_err().to_string();
+        assert!(show_err.contains("damaged"), "{show_err}");
+        assert!(!show_err.contains("offsets show"), "{show_err}");
+        let reset_err = reset(&path, NAME, None).unwrap_err().to_string();
+        assert!(!reset_err.contains("offsets reset"), "{reset_err}");
+        assert!(reset_err.contains("offsets show"), "{reset_err}");
+        let start_err = OffsetStore::load(&path).unwrap_err().to_string();
+        assert!(start_err.contains("refusing to start"), "{start_err}");
+    }
+
+    #[test]
+    fn a_corrupt_value_in_a_valid_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o");
+        let key = key_bytes(NAME, &p(&part("0")));
+        for bad in [
+            &b"not json"[..],
+            b"\"a string\"",
+            b"[1]",
+            br#"{"schema":null,"payload":7}"#,
+        ] {
+            let entries = vec![
+                (key.clone(), Some(br#"{"EventHubOffset":"5"}"#.to_vec())),
+                (b"[\"x\",{}]".to_vec(), Some(bad.to_vec())),
+            ];
+            std::fs::write(&path, file::encode(&entries)).unwrap();
+            let e = OffsetStore::load(&path).unwrap_err();
+            assert!(matches!(e, OffsetsError::BadValue { .. }), "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("damaged") && msg.contains("[\"x\",{}]"),
+                "{msg}"
+            );
+        }
+        for good in [
+            &br#"{"EventHubOffset":"5"}"#[..],
+            b"null",
+            br#"{"schema":null,"payload":{"a":1}}"#,
+        ] {
+            std::fs::write(&path, file::encode(&[(key.clone(), Some(good.to_vec()))])).unwrap();
+            OffsetStore::load(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn reset_fails_while_the_file_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o");
+        let held = super::super::lock::OffsetsLock::acquire(&path).unwrap();
+        let e = reset(&path, NAME, None).unwrap_err();
+        assert!(matches!(e, OffsetsError::Locked { .. }), "{e}");
+        drop(held);
+        assert_eq!(reset(&path, NAME, None).unwrap(), 0);
     }
 
     #[test]

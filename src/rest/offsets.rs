@@ -1,5 +1,5 @@
-//! `GET /connectors/{name}/offsets` (KIP-875 shape): source offsets from the offsets file, sink offsets
-//! from the consumer group `connect-<name>`.
+//! `GET /connectors/{name}/offsets` (KIP-875 shape): source offsets from the worker's live offset
+//! store, sink offsets from the consumer group `connect-<name>`.
 
 use crate::config::{ConnectorConfig, Topics};
 use crate::worker::runtime::Worker;
@@ -8,29 +8,19 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// The live offset store's entries of `connector` (what its tasks committed).
 pub async fn source_offsets(
     worker: &Worker,
     connector: &ConnectorConfig,
 ) -> anyhow::Result<Vec<Value>> {
-    let path = worker.config.offset_file.clone();
-    let name = connector.name.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Value>> {
-        let entries = match crate::offsets::file::load(&path) {
-            Ok(e) => e,
-            Err(e) => anyhow::bail!("{e}"),
-        };
-        Ok(entries
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let key: Value = serde_json::from_slice(&k).ok()?;
-                let arr = key.as_array()?;
-                (arr.len() == 2 && arr[0].as_str() == Some(name.as_str())).then_some(())?;
-                let value = v.and_then(|v| serde_json::from_slice::<Value>(&v).ok())?;
-                Some(json!({"partition": arr[1], "offset": value}))
-            })
-            .collect())
-    })
-    .await?
+    Ok(worker
+        .offsets
+        .entries()
+        .await?
+        .into_iter()
+        .filter(|e| e.connector == connector.name)
+        .filter_map(|e| Some(json!({"partition": e.partition, "offset": e.offset?})))
+        .collect())
 }
 
 pub async fn sink_offsets(

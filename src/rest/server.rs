@@ -89,7 +89,7 @@ async fn health() -> Json<Value> {
 
 /// 200 only when every task of every started connector is RUNNING with its links attached.
 async fn readyz(State(w): State<Arc<Worker>>) -> Response {
-    let mut not_ready = Vec::new();
+    let mut not_ready = w.problems();
     for c in &w.connectors {
         if c.target() == TargetState::Stopped {
             continue;
@@ -342,7 +342,7 @@ async fn connector_restart(
 async fn connector_pause(State(w): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
     match find(&w, &name) {
         Ok(c) => {
-            c.pause();
+            c.pause().await;
             StatusCode::ACCEPTED.into_response()
         }
         Err(r) => r,

@@ -13,9 +13,10 @@ pub mod record;
 pub mod task;
 
 use crate::config::{ConnectorConfig, WorkerConfig};
-use crate::worker::runtime::TaskPlan;
+use crate::worker::connector::{Connector, ConnectorContext, TaskKind, TaskPlan};
 use crate::worker::task::TaskBody;
 use anyhow::Context;
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +27,37 @@ pub const DISCOVERY_ATTEMPTS: u32 = 5;
 /// Longest single discovery attempt.
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The IoT Hub source connector, as the worker sees it.
+pub struct IotHubSource;
+
+impl Connector for IotHubSource {
+    fn class_name(&self) -> &'static str {
+        crate::config::connector::SOURCE_CLASS
+    }
+    fn accepts(&self, connector: &ConnectorConfig) -> bool {
+        connector.source.is_some()
+    }
+    fn task_kind(&self) -> TaskKind {
+        TaskKind {
+            worker_class: "WorkerSourceTask",
+            noun: "Source",
+        }
+    }
+    fn validate(&self, worker: &WorkerConfig, connector: &ConnectorConfig) -> anyhow::Result<()> {
+        record::RecordBuilder::new(worker, connector)
+            .map(|_| ())
+            .with_context(|| format!("connector {}", connector.name))
+    }
+    fn plan(&self, ctx: ConnectorContext) -> BoxFuture<'static, anyhow::Result<Vec<TaskPlan>>> {
+        Box::pin(plan_tasks(ctx.worker, ctx.connector))
+    }
+}
+
 /// Discovers partitions and splits them over `tasks.max` tasks.
 pub async fn plan_tasks(
     worker: Arc<WorkerConfig>,
     connector: Arc<ConnectorConfig>,
-) -> anyhow::Result<TaskPlan> {
+) -> anyhow::Result<Vec<TaskPlan>> {
     crate::init_tls();
     let source = connector.source.clone().with_context(|| {
         format!(
@@ -44,7 +71,6 @@ pub async fn plan_tasks(
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let records = record::RecordBuilder::new(&worker, &connector)
         .with_context(|| format!("connector {}", connector.name))?;
-    let offsets = crate::worker::offsets::open(&worker.offset_file)?;
     let partitions = discover_partitions(&connector.name, &source).await?;
     if let Some(n) = source.partitions {
         if n as usize != partitions.len() {
@@ -61,9 +87,8 @@ pub async fn plan_tasks(
         connector: connector.clone(),
         source: source.clone(),
         records: Arc::new(records),
-        offsets,
     });
-    let mut plan: TaskPlan = Vec::new();
+    let mut plan = Vec::new();
     for assigned in position::assign(&partitions, &source.offsets, connector.tasks_max) {
         let config = task_config(&connector, &source, partitions.len(), &assigned);
         let shared = shared.clone();
@@ -72,7 +97,7 @@ pub async fn plan_tasks(
             let assigned = assigned.clone();
             Box::pin(task::run(ctx, shared, assigned))
         });
-        plan.push((config, body));
+        plan.push(TaskPlan { config, body });
     }
     Ok(plan)
 }

@@ -19,8 +19,10 @@
 use super::position::{after_sequence, Start};
 use super::record::{OutRecord, RecordBuilder};
 use crate::config::{ConnectorConfig, SourceConfig};
+use crate::connect::Value;
+use crate::offsets::{OffsetBackingStore, PartitionMap};
 use crate::rest::metrics::{task_labels, Labels, METRICS};
-use crate::worker::offsets::{OffsetsHandle, StringMap};
+use crate::worker::backoff::{Attempts, Backoff};
 use crate::worker::task::{TargetState, TaskContext};
 use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
 use azure_messaging_eventhubs::models::ReceivedEventData;
@@ -51,12 +53,11 @@ pub struct SourceShared {
     pub connector: Arc<ConnectorConfig>,
     pub source: SourceConfig,
     pub records: Arc<RecordBuilder>,
-    pub offsets: OffsetsHandle,
 }
 
 impl SourceShared {
     /// toketi's source partition map: `{"EventHubName":…,"EventHubPartition":"n"}`.
-    pub fn source_partition(&self, partition: &str) -> StringMap {
+    pub fn source_partition(&self, partition: &str) -> PartitionMap {
         vec![
             (
                 "EventHubName".to_string(),
@@ -95,25 +96,6 @@ struct Progress {
 struct Partition {
     id: String,
     progress: Mutex<Progress>,
-}
-
-/// Capped exponential backoff.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff { next: BACKOFF_MIN }
-    }
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-    fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        d
-    }
 }
 
 /// One enqueued (or deliberately dropped) record, in hub order, for the acker.
@@ -159,16 +141,15 @@ pub async fn run(
             "Attempting to get saved offset for SourcePartition: {{EventHubName={}, EventHubPartition={p}}}",
             shared.source.connection.event_hub_name
         );
-        let saved = shared.offsets.get(&name, sp).await?;
+        let saved = ctx.offsets.get(&name, &sp).await?;
         let saved_offset = match &saved {
             None => None,
             Some(m) => match m.iter().find(|(k, _)| k == "EventHubOffset") {
-                Some((_, v)) if !v.trim().is_empty() => Some(v.clone()),
+                Some((_, Value::String(v))) if !v.trim().is_empty() => Some(v.clone()),
                 _ => anyhow::bail!(
-                    "the offsets file {} holds an unusable offset for {name} partition {p} (no EventHubOffset string): \
-                     remove it with `iotconnect offsets reset {} --connector {name} --partition {p}`",
-                    shared.offsets.path().display(),
-                    shared.offsets.path().display()
+                    "the offset store ({}) holds an unusable offset for {name} partition {p} (no EventHubOffset string): \
+                     remove it with `iotconnect offsets reset <offsets file> --connector {name} --partition {p}` while the worker is stopped",
+                    ctx.offsets.describe()
                 ),
             },
         };
@@ -238,7 +219,7 @@ pub async fn run(
                 break;
             }
             _ = tick.tick() => {
-                if let Err(e) = commit(&shared, &id, &labels, &parts).await {
+                if let Err(e) = commit(&shared, &*ctx.offsets, &id, &labels, &parts).await {
                     error!("WorkerSourceTask{{id={id}}} Flush of offsets threw an unexpected exception: {e:#}");
                 }
             }
@@ -274,7 +255,7 @@ pub async fn run(
         }
     }
     // Also after a failure: only acknowledged positions are ever committed (Connect does the same).
-    if let Err(e) = commit(&shared, &id, &labels, &parts).await {
+    if let Err(e) = commit(&shared, &*ctx.offsets, &id, &labels, &parts).await {
         error!("WorkerSourceTask{{id={id}}} Flush of offsets threw an unexpected exception: {e:#}");
     }
     lag.abort();
@@ -288,6 +269,7 @@ pub async fn run(
 /// Commits the acknowledged offsets of every partition (Connect's `commitOffsets`).
 async fn commit(
     shared: &SourceShared,
+    offsets: &dyn OffsetBackingStore,
     id: &str,
     labels: &Labels,
     parts: &[Arc<Partition>],
@@ -301,7 +283,10 @@ async fn commit(
         if let Some(o) = g.pending_offset.take() {
             entries.push((
                 shared.source_partition(&p.id),
-                vec![("EventHubOffset".to_string(), o.clone())],
+                Some(vec![(
+                    "EventHubOffset".to_string(),
+                    Value::String(o.clone()),
+                )]),
             ));
             count += g.acked;
             taken.push((p.clone(), o, g.acked, g.pending_seq.take()));
@@ -313,7 +298,7 @@ async fn commit(
         return Ok(());
     }
     info!("WorkerSourceTask{{id={id}}} Committing offsets for {count} acknowledged messages");
-    match shared.offsets.commit(&shared.connector.name, entries).await {
+    match offsets.put(&shared.connector.name, entries).await {
         Ok(()) => {
             info!(
                 "Finished WorkerSourceTask{{id={id}}} commitOffsets successfully in {} ms",
@@ -455,7 +440,7 @@ impl Reader {
     async fn run(mut self) {
         let hub = self.shared.source.connection.event_hub_name.clone();
         let p = self.partition.clone();
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX).attempts();
         loop {
             if self.stop.is_cancelled() {
                 return;
@@ -547,7 +532,7 @@ impl Reader {
     async fn session(
         &mut self,
         rx: &azure_messaging_eventhubs::EventReceiver,
-        backoff: &mut Backoff,
+        backoff: &mut Attempts,
     ) -> LinkEnd {
         let hub = self.shared.source.connection.event_hub_name.clone();
         let p = self.partition.clone();
@@ -804,20 +789,5 @@ async fn refresh_lag(shared: Arc<SourceShared>, partitions: Vec<String>, stop: C
     }
     if let Some(c) = client {
         let _ = tokio::time::timeout(Duration::from_secs(2), c.close()).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let mut b = Backoff::new();
-        let v: Vec<u128> = (0..12).map(|_| b.step().as_millis()).collect();
-        assert_eq!(&v[..5], &[100, 200, 400, 800, 1600]);
-        assert_eq!(*v.last().unwrap(), 30_000);
-        b.reset();
-        assert_eq!(b.step().as_millis(), 100);
     }
 }

@@ -1,9 +1,19 @@
-//! The worker: task supervision, Kafka clients, shutdown (Kafka Connect's standalone runtime).
+//! The worker: connectors, task supervision, the offset store's owner, Kafka clients, error
+//! handling and shutdown (Kafka Connect's standalone runtime).
+//!
+//! * [`connector`]: the `Connector` trait and task plans (the only thing the runtime knows of a
+//!   connector); [`task`]: task supervision and the `TaskContext` each body gets; [`runtime`]: the
+//!   running worker.
+//! * [`errors`]: error classes, tolerance, log and dead letter queue reporters (decided here only);
+//!   [`producer`]: the one Kafka send path; [`backoff`]: the one backoff.
+//! * [`standalone`], [`validate`], [`signals`], [`systemd`], [`logging`], [`kafka`]: the process.
 
+pub mod backoff;
+pub mod connector;
+pub mod errors;
 pub mod kafka;
 pub mod logging;
-// [source] the worker's offset store actor (src/worker/offsets.rs)
-pub mod offsets;
+pub mod producer;
 pub mod runtime;
 pub mod signals;
 pub mod standalone;

@@ -1,18 +1,26 @@
 //! `iotconnect standalone`: Kafka Connect's standalone worker (kafka-connect.md §1, §10).
 //!
 //! Exit codes as Connect's: 1 usage, 2 error before start (invalid worker file, Kafka unreachable),
-//! 3 a connector could not be created or the offsets file is unreadable. 0 after a clean stop.
+//! 3 a connector could not be created or the offsets file is unreadable, damaged or locked by
+//! another process. 0 after a clean stop; 4 ([`EXIT_STOP_FAILED`]) when the stop was not clean (a
+//! task's final run failed, or the final offset commit did not reach the offsets file).
+//!
+//! The offset store is opened here, once, and handed to the worker (which hands it to tasks).
 
+use super::connector::Plugins;
 use crate::config::{self, LoadError};
+use crate::offsets::{FileOffsetBackingStore, OffsetBackingStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::{error, info, warn};
 
 pub const EXIT_INIT: u8 = 2;
 pub const EXIT_CONNECTOR: u8 = 3;
+pub const EXIT_STOP_FAILED: u8 = 4;
 
-pub fn main(worker: PathBuf, connectors: Vec<PathBuf>) -> ExitCode {
+pub fn main(worker: PathBuf, connectors: Vec<PathBuf>, plugins: Plugins) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -23,13 +31,13 @@ pub fn main(worker: PathBuf, connectors: Vec<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_INIT);
         }
     };
-    let code = rt.block_on(run(worker, connectors));
+    let code = rt.block_on(run(worker, connectors, plugins));
     // Do not wait for blocking librdkafka threads that are still draining.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     code
 }
 
-async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>) -> ExitCode {
+async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, plugins: Plugins) -> ExitCode {
     let t0 = Instant::now();
     info!("Kafka Connect standalone worker initializing ...");
     let loaded = match config::load_all(&worker_path, &connector_paths) {
@@ -89,17 +97,18 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>) -> ExitCode {
         }
     };
     info!("Kafka Connect starting");
-    // [source] Load the offsets file before any connector exists (Connect's FileOffsetBackingStore
-    // start): a corrupt or truncated file stops the worker with exit 3 instead of replaying silently.
-    let _offsets = match super::offsets::open(&loaded.worker.offset_file) {
-        Ok(h) => h,
-        Err(e) => {
-            error!("{e:#}");
-            error!("Stopping after connector error");
-            return ExitCode::from(EXIT_CONNECTOR);
-        }
-    };
-    let runtime = match super::runtime::Worker::start(loaded, cluster_id).await {
+    // Load the offsets file before any connector exists (Connect's FileOffsetBackingStore start):
+    // a corrupt, truncated or locked file stops the worker with exit 3 instead of replaying.
+    let offsets: Arc<dyn OffsetBackingStore> =
+        match FileOffsetBackingStore::open(&loaded.worker.offset_file) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("{e}");
+                error!("Stopping after connector error");
+                return ExitCode::from(EXIT_CONNECTOR);
+            }
+        };
+    let runtime = match super::runtime::Worker::start(loaded, cluster_id, &plugins, offsets).await {
         Ok(w) => w,
         Err(e) => {
             error!("{e:#}");
@@ -113,7 +122,10 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>) -> ExitCode {
     super::signals::wait_for_shutdown().await;
     super::systemd::stopping();
     info!("Kafka Connect stopping");
-    runtime.stop().await;
+    let stopped = runtime.stop().await;
     info!("Kafka Connect stopped");
-    ExitCode::SUCCESS
+    match stopped {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(EXIT_STOP_FAILED),
+    }
 }

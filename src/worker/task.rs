@@ -4,11 +4,27 @@
 //! in-flight work, commits and returns `Ok`) or until a non-retriable error (returned as `Err`, shown
 //! as FAILED with the error chain as its trace; a REST restart runs the body again). Retriable errors
 //! are the body's own business: it retries them with backoff and never returns them.
+//!
+//! Invariants:
+//! * **Never two bodies.** Every lifecycle change of a task (start, stop, restart) holds the task's
+//!   lifecycle lock for its whole duration, so a new body starts only after the old one has returned
+//!   (and so committed) or was aborted at its deadline; a start while a body runs is a no-op.
+//! * **Never silently dead.** A body that returns `Err` or panics leaves the task FAILED with the
+//!   error chain or the panic message as its trace (REST status, `/readyz` 503, `task_running` 0).
+//! * Each run gets a fresh [`TaskContext`]: its own shutdown token and its own producers (created on
+//!   first use, dropped when the run ends), so a fenced producer never outlives a restart.
 
+use super::connector::{TaskKind, TaskPlan};
+use super::errors::{DeadLetterQueueReporter, LogReporter, ToleranceOperator};
+use super::producer::Producer;
 use crate::config::{ConnectorConfig, WorkerConfig};
+use crate::offsets::OffsetBackingStore;
+use anyhow::Context as _;
+use futures::FutureExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +64,13 @@ impl TaskState {
     }
 }
 
+/// The producers of one task run, created on first use.
+#[derive(Default)]
+struct RunProducers {
+    records: Mutex<Option<Producer>>,
+    dlq: Mutex<Option<Producer>>,
+}
+
 /// What a task body gets.
 #[derive(Clone)]
 pub struct TaskContext {
@@ -59,27 +82,70 @@ pub struct TaskContext {
     pub target: watch::Receiver<TargetState>,
     pub shutdown: CancellationToken,
     pub health: Arc<TaskHealth>,
+    /// The worker's offset store (Connect's `OffsetStorageReader` / `OffsetStorageWriter`).
+    pub offsets: Arc<dyn OffsetBackingStore>,
+    producers: Arc<RunProducers>,
 }
 
 impl TaskContext {
-    /// Waits while the connector is paused. Returns false when the task must stop instead.
-    pub async fn wait_while_paused(&mut self) -> bool {
-        loop {
-            if self.shutdown.is_cancelled() {
-                return false;
-            }
-            if *self.target.borrow() == TargetState::Started {
-                return true;
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return false,
-                r = self.target.changed() => if r.is_err() { return false; },
-            }
-        }
-    }
-
     pub fn is_paused(&self) -> bool {
         *self.target.borrow() == TargetState::Paused
+    }
+
+    /// The task's record producer (`acks=all`, idempotent, `producer.*` overrides), shared by the
+    /// whole run.
+    pub fn producer(&self) -> anyhow::Result<Producer> {
+        let mut slot = self.producers.records.lock().unwrap();
+        if let Some(p) = &*slot {
+            return Ok(p.clone());
+        }
+        let s =
+            crate::config::kafka::producer_settings(&self.worker, &self.connector, self.task_id)
+                .context("producer settings")?;
+        let p = Producer::create(&s.config).context("cannot create the Kafka producer")?;
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+
+    /// The producer for dead letter queue and feedback records, shared by the whole run.
+    pub fn dlq_producer(&self) -> anyhow::Result<Producer> {
+        let mut slot = self.producers.dlq.lock().unwrap();
+        if let Some(p) = &*slot {
+            return Ok(p.clone());
+        }
+        let s = crate::config::kafka::dlq_producer_settings(
+            &self.worker,
+            &self.connector,
+            self.task_id,
+        )
+        .context("dead letter queue producer settings")?;
+        let p = Producer::create(&s.config)
+            .context("cannot create the dead letter queue / feedback producer")?;
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Connect's tolerance operator for this connector's `errors.*` settings.
+    pub fn tolerance(&self) -> ToleranceOperator {
+        ToleranceOperator::from_config(&self.connector.errors)
+    }
+
+    /// Connect's log reporter for this task.
+    pub fn log_reporter(&self) -> LogReporter {
+        LogReporter::new(self.id.clone(), &self.connector.errors)
+    }
+
+    /// Connect's dead letter queue reporter, when `errors.deadletterqueue.topic.name` is set.
+    pub fn dlq_reporter(&self) -> anyhow::Result<Option<DeadLetterQueueReporter>> {
+        if self.connector.errors.dlq_topic.is_none() {
+            return Ok(None);
+        }
+        Ok(DeadLetterQueueReporter::new(
+            self.dlq_producer()?,
+            &self.connector.name,
+            self.task_id,
+            &self.connector.errors,
+        ))
     }
 }
 
@@ -103,6 +169,11 @@ pub type TaskFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 /// Builds a fresh run of a task body (called again on restart).
 pub type TaskBody = Arc<dyn Fn(TaskContext) -> TaskFuture + Send + Sync>;
 
+struct Run {
+    token: CancellationToken,
+    join: JoinHandle<()>,
+}
+
 /// One Connect task and its supervisor.
 pub struct TaskHandle {
     pub task_id: usize,
@@ -111,39 +182,52 @@ pub struct TaskHandle {
     pub config: BTreeMap<String, String>,
     worker: Arc<WorkerConfig>,
     connector: Arc<ConnectorConfig>,
+    offsets: Arc<dyn OffsetBackingStore>,
     body: TaskBody,
+    kind: TaskKind,
     state: Arc<Mutex<TaskState>>,
     target: watch::Sender<TargetState>,
-    run: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    /// Held across every start / stop / restart (see the module invariants).
+    lifecycle: tokio::sync::Mutex<()>,
+    run: Mutex<Option<Run>>,
     pub health: Arc<TaskHealth>,
-    kind: &'static str,
+}
+
+/// The text of a panic payload.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_string()
+    }
 }
 
 impl TaskHandle {
     pub fn new(
         worker: Arc<WorkerConfig>,
         connector: Arc<ConnectorConfig>,
+        offsets: Arc<dyn OffsetBackingStore>,
         task_id: usize,
-        config: BTreeMap<String, String>,
-        body: TaskBody,
+        plan: TaskPlan,
+        kind: TaskKind,
     ) -> Arc<TaskHandle> {
         let (target, _) = watch::channel(TargetState::Started);
-        let kind = match connector.kind {
-            crate::config::ConnectorKind::Source => "WorkerSourceTask",
-            crate::config::ConnectorKind::Sink => "WorkerSinkTask",
-        };
         Arc::new(TaskHandle {
             task_id,
             id: format!("{}-{task_id}", connector.name),
-            config,
+            config: plan.config,
             worker,
             connector,
-            body,
+            offsets,
+            body: plan.body,
+            kind,
             state: Arc::new(Mutex::new(TaskState::Unassigned)),
             target,
+            lifecycle: tokio::sync::Mutex::new(()),
             run: Mutex::new(None),
             health: Arc::new(TaskHealth::default()),
-            kind,
         })
     }
 
@@ -155,8 +239,26 @@ impl TaskHandle {
         }
     }
 
-    /// Starts (or restarts) the body.
-    pub fn start(self: &Arc<Self>) {
+    pub fn kind(&self) -> TaskKind {
+        self.kind
+    }
+
+    /// Starts the body unless one is running.
+    pub async fn start(self: &Arc<Self>) {
+        let _serial = self.lifecycle.lock().await;
+        self.start_locked().await;
+    }
+
+    async fn start_locked(self: &Arc<Self>) {
+        let previous = self.run.lock().unwrap().take();
+        if let Some(run) = previous {
+            if !run.join.is_finished() {
+                // A body is running: never start a second one.
+                *self.run.lock().unwrap() = Some(run);
+                return;
+            }
+            let _ = run.join.await;
+        }
         let token = CancellationToken::new();
         let ctx = TaskContext {
             worker: self.worker.clone(),
@@ -166,9 +268,11 @@ impl TaskHandle {
             target: self.target.subscribe(),
             shutdown: token.clone(),
             health: self.health.clone(),
+            offsets: self.offsets.clone(),
+            producers: Arc::new(RunProducers::default()),
         };
         *self.state.lock().unwrap() = TaskState::Running;
-        let fut = (self.body)(ctx);
+        let body = self.body.clone();
         let state = self.state.clone();
         let id = self.id.clone();
         let kind = self.kind;
@@ -176,24 +280,37 @@ impl TaskHandle {
         let span = tracing::info_span!("task", ctx = %format!("{}|task-{}", self.connector.name, self.task_id));
         let join = tokio::spawn(
             async move {
-                let what = if kind == "WorkerSourceTask" { "Source" } else { "Sink" };
-                info!("{kind}{{id={id}}} {what} task finished initialization and start");
-                match fut.await {
-                    Ok(()) => {
-                        info!("{kind}{{id={id}}} stopped");
-                        *state.lock().unwrap() = TaskState::Unassigned;
+                let (class, noun) = (kind.worker_class, kind.noun);
+                info!("{class}{{id={id}}} {noun} task finished initialization and start");
+                // The body is built inside the guarded future, so a panic while building it is
+                // caught too.
+                let outcome = AssertUnwindSafe(async move { body(ctx).await })
+                    .catch_unwind()
+                    .await;
+                let failed = match outcome {
+                    Ok(Ok(())) => {
+                        info!("{class}{{id={id}}} stopped");
+                        None
                     }
-                    Err(e) => {
-                        let trace = format!("{e:?}");
-                        error!("{kind}{{id={id}}} Task threw an uncaught and unrecoverable exception. Task is being killed and will not recover until manually restarted. Error: {e:#}");
-                        *state.lock().unwrap() = TaskState::Failed(trace);
+                    Ok(Err(e)) => {
+                        error!("{class}{{id={id}}} Task threw an uncaught and unrecoverable exception. Task is being killed and will not recover until manually restarted. Error: {e:#}");
+                        Some(format!("{e:?}"))
                     }
-                }
+                    Err(panic) => {
+                        let msg = panic_message(&*panic);
+                        error!("{class}{{id={id}}} Task panicked and is being killed; it will not recover until manually restarted. Panic: {msg}");
+                        Some(format!("the task panicked: {msg}"))
+                    }
+                };
+                *state.lock().unwrap() = match failed {
+                    Some(trace) => TaskState::Failed(trace),
+                    None => TaskState::Unassigned,
+                };
                 health.set_links_up(false);
             }
             .instrument(span),
         );
-        *self.run.lock().unwrap() = Some((token, join));
+        *self.run.lock().unwrap() = Some(Run { token, join });
     }
 
     pub fn set_target(&self, t: TargetState) {
@@ -205,11 +322,20 @@ impl TaskHandle {
     }
 
     /// Asks the body to stop and waits until `deadline`; past it the body is aborted (its uncommitted
-    /// work is re-read after restart: nothing is committed before it is delivered).
-    pub async fn stop(&self, deadline: tokio::time::Instant) {
+    /// work is re-read after restart: nothing is committed before it is delivered). Returns the
+    /// failure trace when the body ended in error or panicked during this stop.
+    pub async fn stop(&self, deadline: tokio::time::Instant) -> Option<String> {
+        let _serial = self.lifecycle.lock().await;
+        self.stop_locked(deadline).await
+    }
+
+    async fn stop_locked(&self, deadline: tokio::time::Instant) -> Option<String> {
         let run = self.run.lock().unwrap().take();
-        let Some((token, mut join)) = run else { return };
-        info!("Stopping task {}", self.id);
+        let Run { token, mut join } = run?;
+        let was_running = !join.is_finished();
+        if was_running {
+            info!("Stopping task {}", self.id);
+        }
         token.cancel();
         if tokio::time::timeout_at(deadline, &mut join).await.is_err() {
             error!("Graceful stop of task {} failed.", self.id);
@@ -217,15 +343,25 @@ impl TaskHandle {
             let _ = join.await;
         }
         let mut s = self.state.lock().unwrap();
-        if !matches!(*s, TaskState::Failed(_)) {
-            *s = TaskState::Unassigned;
+        match &*s {
+            TaskState::Failed(trace) => Some(trace.clone()).filter(|_| was_running),
+            _ => {
+                *s = TaskState::Unassigned;
+                None
+            }
         }
     }
 
-    /// Stops (bounded by `timeout`) and starts again.
+    /// Stops (bounded by `timeout`) and starts again; concurrent restarts run one after the other.
     pub async fn restart(self: &Arc<Self>, timeout: Duration) {
+        let _serial = self.lifecycle.lock().await;
         *self.state.lock().unwrap() = TaskState::Restarting;
-        self.stop(tokio::time::Instant::now() + timeout).await;
-        self.start();
+        self.stop_locked(tokio::time::Instant::now() + timeout)
+            .await;
+        self.start_locked().await;
     }
 }
+
+#[cfg(test)]
+#[path = "task_tests.rs"]
+mod tests;

@@ -5,8 +5,8 @@ use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Properties};
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
-use iotconnect::emulator::Emulator;
 use iotconnect::iothub::sas::{self, KeyEncoding};
+use iotconnect_emulator::Emulator;
 use std::time::Duration;
 
 pub const T: Duration = Duration::from_secs(20);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the Python tests against the emulator: creates/uses .venv at the repository root, builds the
-# emulator example, runs pytest and prints pytest's summary. Extra arguments go to pytest.
+# iotconnect-emulator binary (workspace member emulator/), runs pytest and prints pytest's summary. Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -12,7 +12,7 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements-iothub.txt \
     || echo "run.sh: azure-iot-hub not installed; its C2D test will be skipped" >&2
 if [ -z "${EMULATOR_CMD:-}" ]; then
-    cargo build --quiet --example emulator
-    export EMULATOR_CMD="$root/target/debug/examples/emulator"
+    cargo build --quiet -p iotconnect-emulator --bin iotconnect-emulator
+    export EMULATOR_CMD="${CARGO_TARGET_DIR:-$root/target}/debug/iotconnect-emulator"
 fi
 exec .venv/bin/python -m pytest -q -rA tests/python "$@"

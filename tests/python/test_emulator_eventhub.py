@@ -1,6 +1,6 @@
 """Microsoft's Python Event Hubs client (azure-eventhub, pure-Python AMQP) against the emulator.
 
-The emulator is started from ``EMULATOR_CMD`` (run.sh builds ``cargo run --example emulator``); it
+The emulator is started from ``EMULATOR_CMD`` (run.sh builds ``iotconnect-emulator``); it
 prints one JSON line with its connection info. Telemetry goes in through the device HTTP API with a
 real SAS token, so both token conventions are checked: IoT Hub's (HTTP, base64-decoded key) and Event
 Hubs' (the Python client's CBS put-token, raw key bytes).

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use crate::support::*;
-use iotconnect::emulator::{Emulator, EmulatorOptions, SentEvent, TelemetryProps};
+use iotconnect_emulator::{Emulator, EmulatorOptions, SentEvent, TelemetryProps};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

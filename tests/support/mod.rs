@@ -303,6 +303,45 @@ pub fn iotconnect_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_iotconnect"))
 }
 
+/// Path of the `iotconnect-emulator` binary of this workspace, next to the test binary's target
+/// directory (`target/<profile>/`). Built there first (`cargo build -p iotconnect-emulator`, same
+/// profile) when missing, once per test binary.
+pub fn emulator_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> directory")
+            .to_path_buf();
+        let bin = dir.join("iotconnect-emulator");
+        if !bin.exists() {
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "iotconnect-emulator",
+                "--bin",
+                "iotconnect-emulator",
+            ]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo build -p iotconnect-emulator");
+            assert!(status.success(), "building iotconnect-emulator failed");
+        }
+        assert!(bin.exists(), "{} missing", bin.display());
+        bin
+    })
+    .clone()
+}
+
 /// `iotconnect` running as a child process, its stderr collected line by line.
 pub struct Process {
     child: Option<Child>,

@@ -1,4 +1,5 @@
-//! A loopback Azure IoT Hub: `iotconnect emulator`.
+//! A loopback Azure IoT Hub: the `iotconnect-emulator` binary and this library (tests run it
+//! in-process). It shares no code with iotconnect: it checks tokens with its own [`sas`] module.
 //!
 //! # What it emulates
 //! * **The built-in Event Hub-compatible endpoint** (AMQP 1.0): CBS `$cbs` put-token with Event
@@ -16,6 +17,11 @@
 //!   `x-opt-sequence-number`, `x-opt-offset`, `x-opt-enqueued-time`), the device's message-id,
 //!   correlation-id, content-type and content-encoding, its application properties and the body as one
 //!   data section, byte for byte.
+//! * **Event Hubs producers** (same listener, see `producer.rs`): links to `<hub>` (partition by
+//!   `x-opt-partition-key`, else round robin) and `<hub>/Partitions/<n>`, single events and batches
+//!   (format `0x80013700`), stored as plain Event Hub events (no `iothub-*` annotations).
+//! * **AMQP over WebSockets** (`--ws-listen`, see `ws.rs`): the same endpoints behind an HTTP upgrade
+//!   on `/$servicebus/websocket`, subprotocol `AMQPWSB10` or `amqp`, `wss` with the TLS files.
 //! * **The service endpoint for cloud-to-device messages** (AMQP 1.0, same listener): CBS put-token
 //!   with the IoT Hub service SAS (`sr` = hub host name, HMAC keyed with the base64-*decoded* key),
 //!   answering 200, or SASL PLAIN `service@sas.root.<hub>` with the token as password; a receiver on
@@ -26,7 +32,15 @@
 //! * **The device HTTP API** on IoT Hub's paths (`POST /devices/{id}/messages/events`,
 //!   `GET /devices/{id}/messages/deviceBound`, `DELETE …/{etag}` to complete, `DELETE …/{etag}?reject`,
 //!   `POST …/{etag}/abandon`), plus control endpoints `POST /emulator/generate`, `GET /emulator/stats`,
-//!   `GET /emulator/c2d`, `POST /emulator/faults`.
+//!   `GET /emulator/c2d` (a service token when auth is on), `POST /emulator/faults`.
+//!
+//! # Fault injection
+//! `POST /emulator/faults` (or [`Faults`]): drop connections, refuse tokens, server busy, throttle
+//! C2D, freeze a partition (deliveries held while the links stay attached, no error: scope `links`
+//! holds the links attached at request time, `partition` every link incl. new ones) and delay each
+//! delivery of a partition. A partition sender asks [`hub::Hub::hold`] before every delivery, so a
+//! freeze never loses or repeats an event: the held event is the next one delivered. Durations are
+//! checked (finite, >= 0, at most 7 days) before anything is applied; a bad request is a 400.
 //!
 //! # Devices → partitions, offsets, retention
 //! A device's partition is the 32-bit FNV-1a hash of its id's UTF-8 bytes modulo the partition count.
@@ -95,17 +109,22 @@ pub mod auth;
 pub mod c2d;
 mod http;
 pub mod hub;
+mod producer;
+pub mod sas;
+mod secret;
 pub mod store;
+mod tutorial;
+mod ws;
 
 pub use c2d::{Ack, C2dMessage, C2dState, FeedbackRecord, FeedbackStatus};
-pub use hub::Stats;
+pub use hub::{FreezeScope, Stats};
 pub use store::{partition_for, PartitionInfo, PropValue, TelemetryProps};
 
-use crate::config::secret::Secret;
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
 use hub::{Hub, HubConfig};
+pub use secret::Secret;
 use serde::{Serialize, Serializer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,6 +145,8 @@ pub struct EmulatorOptions {
     pub consumer_groups: Vec<String>,
     pub amqp_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// AMQP over WebSockets (`/$servicebus/websocket`, `AMQPWSB10`; wss with the TLS files).
+    pub ws_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// The `service` policy key (base64).
@@ -149,6 +170,7 @@ impl Default for EmulatorOptions {
             consumer_groups: Vec::new(),
             amqp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ws_listen: None,
             tls_cert: None,
             tls_key: None,
             service_key: Secret::new(base64::engine::general_purpose::STANDARD.encode(key)),
@@ -186,6 +208,21 @@ pub struct ConnectionInfo {
     pub amqp_endpoint: String,
     /// `http://127.0.0.1:PORT`
     pub http_endpoint: String,
+    /// `wss://127.0.0.1:PORT/$servicebus/websocket` (or `ws://`), with `--ws-listen` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_endpoint: Option<String>,
+    /// `127.0.0.1:PORT` of the WebSocket listener: what a WebSocket client's custom endpoint needs
+    /// (Microsoft's Rust SDK keeps only host and port of it), with `--ws-listen` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_host_port: Option<String>,
+    /// `eventHubConnectionString` + `;UseDevelopmentEmulator=true`: Python azure-eventhub producer
+    /// and consumer clients take it as it is (plain AMQP, host:port honoured).
+    #[serde(serialize_with = "expose")]
+    pub producer_connection_string: Secret,
+    /// An IoT Hub SAS token (`sr` = the hub host, so any device; 7 days) for the `Authorization`
+    /// header of the device HTTP API.
+    #[serde(serialize_with = "expose")]
+    pub device_sas_token: Secret,
 }
 
 /// Where an injected event landed.
@@ -212,6 +249,8 @@ pub struct Faults {
     hub: Arc<Hub>,
 }
 
+/// Fault durations are at most [`hub::MAX_FAULT_DURATION`]: the first three clamp longer ones, the
+/// partition faults refuse them (and an unknown partition) with the reason.
 impl Faults {
     /// Closes every AMQP connection now (`amqp:connection:forced`).
     pub fn drop_connections(&self) {
@@ -219,15 +258,34 @@ impl Faults {
     }
     /// Answers every put-token with 401 for `d`.
     pub fn refuse_tokens(&self, d: Duration) {
-        self.hub.refuse_tokens_for(d);
+        let _ = self.hub.refuse_tokens_for(d.min(hub::MAX_FAULT_DURATION));
     }
     /// Refuses partition attaches (`com.microsoft:server-busy`) and `$management` (503) for `d`.
     pub fn server_busy(&self, d: Duration) {
-        self.hub.server_busy_for(d);
+        let _ = self.hub.server_busy_for(d.min(hub::MAX_FAULT_DURATION));
     }
     /// Rejects every C2D message as throttled for `d`.
     pub fn throttle_c2d(&self, d: Duration) {
-        self.hub.c2d.throttle_for(d);
+        let _ = self.hub.c2d.throttle_for(d.min(hub::MAX_FAULT_DURATION));
+    }
+    /// Stops deliveries on `partition` for `d` while its links stay attached (no error, no
+    /// detach); events are still accepted and `$management` reports them.
+    pub fn freeze_partition(
+        &self,
+        partition: u32,
+        d: Duration,
+        scope: FreezeScope,
+    ) -> Result<(), String> {
+        self.hub.freeze_partition(partition, d, scope)
+    }
+    /// Delays every delivery on `partition` by `delay`, for `d`.
+    pub fn delay_partition(
+        &self,
+        partition: u32,
+        delay: Duration,
+        d: Duration,
+    ) -> Result<(), String> {
+        self.hub.delay_partition(partition, delay, d)
     }
 }
 
@@ -289,7 +347,7 @@ fn generate_into(hub: &Hub, pool: &Bytes, n: u64, size: usize, devices: u32) -> 
 impl Emulator {
     /// Binds the listeners and starts serving.
     pub async fn start(opts: EmulatorOptions) -> anyhow::Result<Emulator> {
-        crate::init_tls();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         anyhow::ensure!(opts.partitions >= 1, "partitions must be at least 1");
         anyhow::ensure!(!opts.hub_name.is_empty(), "hub name must not be empty");
         base64::engine::general_purpose::STANDARD
@@ -307,8 +365,17 @@ impl Emulator {
             .await
             .with_context(|| format!("cannot listen on {} (HTTP)", opts.http_listen))?;
         amqp::limit_mss(&amqp);
+        let ws = match opts.ws_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a} (AMQP over WebSockets)"))?,
+            ),
+            None => None,
+        };
         let amqp_addr = amqp.local_addr()?;
         let http_addr = http.local_addr()?;
+        let ws_addr = ws.as_ref().map(|w| w.local_addr()).transpose()?;
         let host = amqp_addr.to_string();
         let mut groups = vec!["$Default".to_string()];
         for g in &opts.consumer_groups {
@@ -339,14 +406,19 @@ impl Emulator {
         }));
         let key = opts.service_key.expose();
         let scheme = if tls.is_some() { "amqps" } else { "amqp" };
+        let ws_scheme = if tls.is_some() { "wss" } else { "ws" };
+        let event_hub_connection_string = format!(
+            "Endpoint=sb://{host}/;SharedAccessKeyName={key_name};SharedAccessKey={key};EntityPath={}",
+            opts.hub_name
+        );
         let info = ConnectionInfo {
             hub_name: opts.hub_name.clone(),
             event_hub_compatible_name: opts.hub_name.clone(),
             event_hub_compatible_endpoint: format!("sb://{host}/"),
-            event_hub_connection_string: Secret::new(format!(
-                "Endpoint=sb://{host}/;SharedAccessKeyName={key_name};SharedAccessKey={key};EntityPath={}",
-                opts.hub_name
+            producer_connection_string: Secret::new(format!(
+                "{event_hub_connection_string};UseDevelopmentEmulator=true"
             )),
+            event_hub_connection_string: Secret::new(event_hub_connection_string),
             access_key_name: key_name.clone(),
             access_key_value: opts.service_key.clone(),
             partitions: opts.partitions,
@@ -356,9 +428,23 @@ impl Emulator {
             iot_hub_host_name: host.clone(),
             amqp_endpoint: format!("{scheme}://{amqp_addr}"),
             http_endpoint: format!("http://{http_addr}"),
+            ws_endpoint: ws_addr.map(|a| format!("{ws_scheme}://{a}{}", ws::WS_PATH)),
+            ws_host_port: ws_addr.map(|a| a.to_string()),
+            device_sas_token: Secret::new(
+                hub.verifier
+                    .device_token(&host, Duration::from_secs(7 * 24 * 3600)),
+            ),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        if let Some(ws) = ws {
+            tasks.push(tokio::spawn(ws::serve(
+                ws,
+                tls.clone(),
+                hub.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(amqp::serve(
             amqp,
             tls,
@@ -528,7 +614,7 @@ fn parse_secret(s: &str) -> Result<Secret, String> {
     Ok(Secret::new(s))
 }
 
-/// `iotconnect emulator` arguments (`Debug` hides the service key).
+/// `iotconnect-emulator` arguments (`Debug` hides the service key).
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulatorArgs {
     /// IoT Hub name (also the Event Hub-compatible name).
@@ -546,6 +632,17 @@ pub struct EmulatorArgs {
     /// HTTP listen address (device API and /emulator control endpoints).
     #[arg(long, default_value = "127.0.0.1:8089")]
     pub http_listen: SocketAddr,
+    /// AMQP over WebSockets listen address (path /$servicebus/websocket, subprotocol AMQPWSB10;
+    /// wss with --tls-cert/--tls-key). Off when omitted.
+    #[arg(long)]
+    pub ws_listen: Option<SocketAddr>,
+    /// Write the tutorial's connect-standalone.properties, connect-iothub-source.properties and
+    /// connect-iothub-sink.properties, filled in for this emulator, into DIR (then keep running).
+    #[arg(long, value_name = "DIR")]
+    pub write_config: Option<PathBuf>,
+    /// bootstrap.servers for the worker file of --write-config.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub kafka_bootstrap: String,
     /// PEM certificate chain: the AMQP listener then speaks amqps (TLS first, as Azure does).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -578,6 +675,7 @@ impl EmulatorArgs {
             consumer_groups: self.consumer_groups.clone(),
             amqp_listen: self.amqp_listen,
             http_listen: self.http_listen,
+            ws_listen: self.ws_listen,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             service_key: self.service_key.clone().unwrap_or(d.service_key),
@@ -594,6 +692,12 @@ impl EmulatorArgs {
 pub async fn run_cli(args: EmulatorArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let emu = Emulator::start(args.to_options()).await?;
+    if let Some(dir) = &args.write_config {
+        let paths = tutorial::write(dir, emu.info(), &args.kafka_bootstrap)?;
+        for p in paths {
+            tracing::info!(file = %p.display(), "tutorial file written");
+        }
+    }
     {
         let line = serde_json::to_string(emu.info())?;
         let mut out = std::io::stdout().lock();
@@ -629,6 +733,10 @@ mod tests {
             iot_hub_host_name: "127.0.0.1:1".into(),
             amqp_endpoint: "amqp://127.0.0.1:1".into(),
             http_endpoint: "http://127.0.0.1:2".into(),
+            ws_endpoint: None,
+            ws_host_port: None,
+            producer_connection_string: Secret::new("Endpoint=x;SharedAccessKey=SECRETKEY"),
+            device_sas_token: Secret::new("SharedAccessSignature sig=SECRETKEY"),
         };
         assert!(!format!("{info:?}").contains("SECRETKEY"));
         let json = serde_json::to_value(&info).unwrap();
@@ -638,6 +746,7 @@ mod tests {
             .unwrap()
             .ends_with("SECRETKEY"));
         assert_eq!(json["eventHubCompatibleEndpoint"], "sb://127.0.0.1:1/");
+        assert!(json.get("wsEndpoint").is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::c2d::C2dMessage;
 use super::hub::Hub;
 use super::store::{PropValue, TelemetryProps};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -71,32 +71,20 @@ fn authorize(hub: &Hub, headers: &HeaderMap, device: &str) -> Result<(), Box<Res
             "Authorization header missing (start the emulator with --no-auth to skip)",
         )));
     };
-    let parsed = crate::iothub::sas::parse_token(value).map_err(|e| {
-        error(
+    let unauthorized = |why: String| {
+        Box::new(error(
             StatusCode::UNAUTHORIZED,
             "IotHubUnauthorizedAccess",
-            e.to_string(),
-        )
-    })?;
-    let (host, path) = super::auth::split_resource(&parsed.resource);
-    let path_ok = path.is_empty() || path == format!("devices/{}", device.to_ascii_lowercase());
-    if !path_ok || !hub.verifier.iothub_hosts.contains(&host) {
-        return Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "IotHubUnauthorizedAccess",
-            "the token's audience does not cover this device",
-        )));
+            why,
+        ))
+    };
+    let (path, _) = hub.verifier.verify_iothub(value).map_err(unauthorized)?;
+    if !(path.is_empty() || path == format!("devices/{}", device.to_ascii_lowercase())) {
+        return Err(unauthorized(
+            "the token's audience does not cover this device".into(),
+        ));
     }
-    hub.verifier
-        .verify_iothub_service(value)
-        .map(|_| ())
-        .map_err(|e| {
-            Box::new(error(
-                StatusCode::UNAUTHORIZED,
-                "IotHubUnauthorizedAccess",
-                e,
-            ))
-        })
+    Ok(())
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -259,6 +247,10 @@ async fn device_abandon(
     }
 }
 
+/// Largest `events` of one `/emulator/generate` request, and most `devices`.
+const MAX_GENERATE_EVENTS: u64 = 1_000_000;
+const MAX_GENERATE_DEVICES: u32 = 1_000_000;
+
 #[derive(Deserialize)]
 struct GenerateReq {
     events: u64,
@@ -276,7 +268,26 @@ fn default_devices() -> u32 {
     16
 }
 
-async fn generate(State(s): State<HttpState>, Json(req): Json<GenerateReq>) -> Response {
+fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "ArgumentInvalid", message)
+}
+
+/// A JSON body, or 400 naming what is wrong (any malformed body is the client's error).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(bad_request(format!("invalid request body: {e}"))))
+}
+
+async fn generate(State(s): State<HttpState>, body: Bytes) -> Response {
+    let req: GenerateReq = match json_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if req.events > MAX_GENERATE_EVENTS || req.devices > MAX_GENERATE_DEVICES {
+        return bad_request(format!(
+            "at most {MAX_GENERATE_EVENTS} events and {MAX_GENERATE_DEVICES} devices per request"
+        ));
+    }
     let g = s.generate.clone();
     let started = std::time::Instant::now();
     let res = tokio::task::spawn_blocking(move || g(req.events, req.size, req.devices)).await;
@@ -298,33 +309,142 @@ async fn stats(State(s): State<HttpState>) -> Response {
     Json(s.hub.stats()).into_response()
 }
 
-async fn c2d(State(s): State<HttpState>, Query(_q): Query<Vec<(String, String)>>) -> Response {
+/// Every C2D message with its body: with auth on, only for a service token (`Authorization`).
+async fn c2d(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    if !s.hub.no_auth {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if let Err(e) = s.hub.verifier.verify_iothub_service(token) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "IotHubUnauthorizedAccess",
+                format!("/emulator/c2d needs an IoT Hub service token in Authorization: {e}"),
+            );
+        }
+    }
     Json(s.hub.c2d.messages()).into_response()
 }
 
+/// A partition id as Event Hubs names them (`"0"`), or a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PartitionId {
+    Text(String),
+    Number(u64),
+}
+
+impl PartitionId {
+    fn get(&self) -> Result<u32, String> {
+        match self {
+            PartitionId::Text(t) => t.trim().parse::<u32>().ok(),
+            PartitionId::Number(n) => u32::try_from(*n).ok(),
+        }
+        .ok_or_else(|| "a partition id is a non-negative integer such as \"0\"".to_string())
+    }
+}
+
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FaultReq {
     #[serde(default)]
     drop_connections: bool,
     refuse_tokens_seconds: Option<f64>,
     server_busy_seconds: Option<f64>,
     throttle_c2d_seconds: Option<f64>,
+    freeze_partition: Option<PartitionId>,
+    freeze_seconds: Option<f64>,
+    freeze_scope: Option<super::hub::FreezeScope>,
+    delay_partition: Option<PartitionId>,
+    delay_ms: Option<f64>,
+    delay_seconds: Option<f64>,
 }
 
-async fn faults(State(s): State<HttpState>, Json(req): Json<FaultReq>) -> Response {
-    let secs = |x: f64| Duration::from_secs_f64(x.max(0.0));
-    if let Some(t) = req.refuse_tokens_seconds {
-        s.hub.refuse_tokens_for(secs(t));
+/// Seconds as a duration: finite, not negative, within [`super::hub::MAX_FAULT_DURATION`].
+fn seconds(field: &str, x: f64) -> Result<Duration, String> {
+    if !x.is_finite() || x < 0.0 {
+        return Err(format!("{field} must be a finite number of seconds >= 0"));
     }
-    if let Some(t) = req.server_busy_seconds {
-        s.hub.server_busy_for(secs(t));
+    Duration::try_from_secs_f64(x)
+        .ok()
+        .filter(|d| *d <= super::hub::MAX_FAULT_DURATION)
+        .ok_or_else(|| {
+            format!(
+                "{field} must be at most {} seconds",
+                super::hub::MAX_FAULT_DURATION.as_secs()
+            )
+        })
+}
+
+/// Applies every fault of the request, after checking all of them (all or nothing).
+fn apply_faults(hub: &Hub, req: FaultReq) -> Result<(), String> {
+    let opt = |field: &str, x: Option<f64>| x.map(|x| seconds(field, x)).transpose();
+    let refuse = opt("refuseTokensSeconds", req.refuse_tokens_seconds)?;
+    let busy = opt("serverBusySeconds", req.server_busy_seconds)?;
+    let throttle = opt("throttleC2dSeconds", req.throttle_c2d_seconds)?;
+    let freeze = match (req.freeze_partition, req.freeze_seconds) {
+        (Some(p), Some(t)) => Some((
+            p.get()?,
+            seconds("freezeSeconds", t)?,
+            req.freeze_scope
+                .unwrap_or(super::hub::FreezeScope::Partition),
+        )),
+        (None, None) if req.freeze_scope.is_none() => None,
+        _ => return Err("freezePartition and freezeSeconds go together".into()),
+    };
+    let delay = match (req.delay_partition, req.delay_ms, req.delay_seconds) {
+        (Some(p), Some(ms), Some(t)) => Some((
+            p.get()?,
+            seconds("delayMs", ms / 1000.0)?,
+            seconds("delaySeconds", t)?,
+        )),
+        (None, None, None) => None,
+        _ => return Err("delayPartition, delayMs and delaySeconds go together".into()),
+    };
+    for p in [freeze.map(|f| f.0), delay.map(|d| d.0)]
+        .into_iter()
+        .flatten()
+    {
+        if p as usize >= hub.partitions.len() {
+            return Err(format!(
+                "no partition {p} (the hub has {})",
+                hub.partitions.len()
+            ));
+        }
     }
-    if let Some(t) = req.throttle_c2d_seconds {
-        s.hub.c2d.throttle_for(secs(t));
+    if let Some(d) = refuse {
+        hub.refuse_tokens_for(d)?;
+    }
+    if let Some(d) = busy {
+        hub.server_busy_for(d)?;
+    }
+    if let Some(d) = throttle {
+        hub.c2d.throttle_for(d)?;
+    }
+    if let Some((p, d, scope)) = freeze {
+        hub.freeze_partition(p, d, scope)?;
+    }
+    if let Some((p, delay, d)) = delay {
+        hub.delay_partition(p, delay, d)?;
     }
     if req.drop_connections {
-        s.hub.drop_connections.send_modify(|n| *n += 1);
+        hub.drop_connections.send_modify(|n| *n += 1);
     }
-    Json(serde_json::json!({"ok": true})).into_response()
+    Ok(())
 }
+
+async fn faults(State(s): State<HttpState>, body: Bytes) -> Response {
+    let req: FaultReq = match json_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    match apply_faults(&s.hub, req) {
+        Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+#[cfg(test)]
+#[path = "http_props.rs"]
+mod props;

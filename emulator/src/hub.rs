@@ -38,7 +38,8 @@ pub struct Ownership {
 pub struct OwnerGuard {
     hub: Arc<Hub>,
     key: (String, u32),
-    id: u64,
+    /// The link's id (fault injection addresses links by it).
+    pub id: u64,
 }
 
 impl Drop for OwnerGuard {
@@ -55,10 +56,52 @@ impl Drop for OwnerGuard {
     }
 }
 
+/// Which links a partition freeze stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FreezeScope {
+    /// The links attached when the freeze starts; a link attached later delivers normally.
+    Links,
+    /// Every link of the partition, including links attached during the freeze.
+    Partition,
+}
+
+/// What a partition sender must do before its next delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    Deliver,
+    /// Deliver nothing until then (the link stays attached, no error).
+    FrozenUntil(Instant),
+    /// Wait this long, then deliver.
+    Delay(Duration),
+}
+
 #[derive(Default)]
 struct FaultState {
     refuse_tokens_until: Option<Instant>,
     server_busy_until: Option<Instant>,
+    /// Per partition: frozen for every link until then.
+    partition_frozen_until: HashMap<u32, Instant>,
+    /// Link id → frozen until then (scope `links`).
+    links_frozen_until: HashMap<u64, Instant>,
+    /// Per partition: (delay per delivery, until).
+    delayed: HashMap<u32, (Duration, Instant)>,
+}
+
+/// The longest fault injection accepted (longer requests are refused rather than overflowing).
+pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Refuses durations beyond [`MAX_FAULT_DURATION`]; returns the deadline.
+pub(crate) fn fault_deadline(d: Duration) -> Result<Instant, String> {
+    if d > MAX_FAULT_DURATION {
+        return Err(format!(
+            "a fault lasts at most {} seconds",
+            MAX_FAULT_DURATION.as_secs()
+        ));
+    }
+    Instant::now()
+        .checked_add(d)
+        .ok_or_else(|| "the fault duration overflows the clock".to_string())
 }
 
 /// Counters reported by `stats()`.
@@ -83,6 +126,8 @@ pub struct Stats {
     pub events_delivered: u64,
     /// Partition receiver links accepted so far.
     pub partition_receivers_attached: u64,
+    /// Partition receiver links attached now, per partition (index = partition id).
+    pub receivers_attached: Vec<u64>,
     pub connections_opened: u64,
     pub connections_open: u64,
     pub tokens_accepted: u64,
@@ -112,6 +157,8 @@ pub struct Hub {
     pub drop_connections: watch::Sender<u64>,
     /// Number of partition receivers accepted so far (tests wait on it).
     pub receivers_attached: watch::Sender<u64>,
+    /// Bumped when a freeze or delay is injected (frozen senders re-check).
+    pub fault_changed: watch::Sender<u64>,
 }
 
 pub struct HubConfig {
@@ -146,6 +193,7 @@ impl Hub {
             faults: Mutex::new(FaultState::default()),
             drop_connections: watch::channel(0).0,
             receivers_attached: watch::channel(0).0,
+            fault_changed: watch::channel(0).0,
         }
     }
 
@@ -180,12 +228,119 @@ impl Hub {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn refuse_tokens_for(&self, d: Duration) {
-        self.faults().refuse_tokens_until = Some(Instant::now() + d);
+    pub fn refuse_tokens_for(&self, d: Duration) -> Result<(), String> {
+        self.faults().refuse_tokens_until = Some(fault_deadline(d)?);
+        Ok(())
     }
 
-    pub fn server_busy_for(&self, d: Duration) {
-        self.faults().server_busy_until = Some(Instant::now() + d);
+    pub fn server_busy_for(&self, d: Duration) -> Result<(), String> {
+        self.faults().server_busy_until = Some(fault_deadline(d)?);
+        Ok(())
+    }
+
+    fn check_partition(&self, partition: u32) -> Result<(), String> {
+        if (partition as usize) < self.partitions.len() {
+            Ok(())
+        } else {
+            Err(format!(
+                "no partition {partition} (the hub has {})",
+                self.partitions.len()
+            ))
+        }
+    }
+
+    /// Stops deliveries on `partition` for `d` without detaching (see [`FreezeScope`]).
+    pub fn freeze_partition(
+        &self,
+        partition: u32,
+        d: Duration,
+        scope: FreezeScope,
+    ) -> Result<(), String> {
+        self.check_partition(partition)?;
+        let until = fault_deadline(d)?;
+        let links: Vec<u64> = match scope {
+            FreezeScope::Partition => Vec::new(),
+            FreezeScope::Links => self
+                .owners
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|((_, p), _)| *p == partition)
+                .flat_map(|(_, m)| m.iter().map(|m| m.id))
+                .collect(),
+        };
+        let mut f = self.faults();
+        let now = Instant::now();
+        f.links_frozen_until.retain(|_, t| *t > now);
+        match scope {
+            FreezeScope::Partition => {
+                f.partition_frozen_until.insert(partition, until);
+            }
+            FreezeScope::Links => {
+                for id in links {
+                    f.links_frozen_until.insert(id, until);
+                }
+            }
+        }
+        drop(f);
+        self.fault_changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Delays each delivery on `partition` by `delay`, for `d`.
+    pub fn delay_partition(
+        &self,
+        partition: u32,
+        delay: Duration,
+        d: Duration,
+    ) -> Result<(), String> {
+        self.check_partition(partition)?;
+        if delay > Duration::from_secs(3600) {
+            return Err("a delivery delay is at most 3600000 ms".into());
+        }
+        let until = fault_deadline(d)?;
+        self.faults().delayed.insert(partition, (delay, until));
+        self.fault_changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// What the sender of link `link` on `partition` must do before its next delivery.
+    pub fn hold(&self, partition: u32, link: u64) -> Hold {
+        let f = self.faults();
+        let now = Instant::now();
+        let frozen = [
+            f.partition_frozen_until.get(&partition),
+            f.links_frozen_until.get(&link),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|t| **t > now)
+        .max();
+        if let Some(t) = frozen {
+            return Hold::FrozenUntil(*t);
+        }
+        match f.delayed.get(&partition) {
+            Some((d, until)) if *until > now && !d.is_zero() => Hold::Delay(*d),
+            _ => Hold::Deliver,
+        }
+    }
+
+    /// Partition receiver links attached now, per partition (every consumer group).
+    pub fn receivers_per_partition(&self) -> Vec<u64> {
+        let mut n = vec![0u64; self.partitions.len()];
+        for ((_, p), m) in self
+            .owners
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if let Some(slot) = n.get_mut(*p as usize) {
+                *slot += m.len() as u64;
+            }
+        }
+        n
     }
 
     pub fn refusing_tokens(&self) -> bool {
@@ -275,6 +430,7 @@ impl Hub {
             partitions,
             events_delivered: c.events_delivered.load(Ordering::Relaxed),
             partition_receivers_attached: *self.receivers_attached.borrow(),
+            receivers_attached: self.receivers_per_partition(),
             connections_opened: c.connections_opened.load(Ordering::Relaxed),
             connections_open: c.connections_open.load(Ordering::Relaxed),
             tokens_accepted: c.tokens_accepted.load(Ordering::Relaxed),
@@ -290,7 +446,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::secret::Secret;
+    use crate::Secret;
 
     fn hub() -> Arc<Hub> {
         Arc::new(Hub::new(HubConfig {

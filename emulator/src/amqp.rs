@@ -4,7 +4,8 @@
 
 use super::auth::{EmulatorSasl, SharedConnAuth};
 use super::c2d::{C2dRefusal, IncomingC2d};
-use super::hub::{Eviction, Hub};
+use super::hub::{Eviction, Hold, Hub};
+use super::producer::{producer_loop, producer_target, MAX_PRODUCER_MESSAGE};
 use super::store::{parse_selector, Event, PropValue, StartFilter};
 use fe2o3_amqp::acceptor::SupportedReceiverSettleModes;
 use fe2o3_amqp::acceptor::{
@@ -115,7 +116,7 @@ pub(crate) async fn serve(
     conns.abort_all();
 }
 
-async fn handle_connection<Io>(io: Io, hub: Arc<Hub>)
+pub(crate) async fn handle_connection<Io>(io: Io, hub: Arc<Hub>)
 where
     Io: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
@@ -309,6 +310,13 @@ fn unauthorized(path: &str) -> definitions::Error {
     )
 }
 
+fn unauthorized_send(path: &str) -> definitions::Error {
+    amqp_error(
+        "amqp:unauthorized-access",
+        format!("Unauthorized access. 'Send' claim(s) are required to perform this operation. Resource: '{path}'. No valid token was put on $cbs for it."),
+    )
+}
+
 fn server_busy() -> definitions::Error {
     amqp_error(
         "com.microsoft:server-busy",
@@ -324,10 +332,16 @@ async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth:
         .fallback_receiver_settle_mode(ReceiverSettleMode::First)
         .properties(emulator_fields())
         .build();
+    let producer_links: Links = LinkAcceptor::builder()
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .max_message_size(MAX_PRODUCER_MESSAGE)
+        .properties(emulator_fields())
+        .build();
     let replies = Arc::new(ReplyLinks::default());
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(attach) = session.next_incoming_attach().await {
-        let now = crate::iothub::sas::now_epoch();
+        let now = crate::sas::now();
         match attach.role {
             // The client sends: we receive.
             Role::Sender => {
@@ -363,6 +377,37 @@ async fn handle_session(mut session: ListenerSessionHandle, hub: Arc<Hub>, auth:
                         }
                         Ok(_) => {}
                         Err(e) => tracing::debug!(error = %e, "devicebound attach failed"),
+                    }
+                } else if let Some(t) = producer_target(&hub, &node) {
+                    let target = match t {
+                        Ok(t) => t,
+                        Err(e) => {
+                            refuse(&links, attach, &mut session, e).await;
+                            continue;
+                        }
+                    };
+                    if !hub.no_auth
+                        && !auth
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .eventhub_allows(&node, now)
+                    {
+                        refuse(&links, attach, &mut session, unauthorized_send(&node)).await;
+                        continue;
+                    }
+                    if hub.server_busy() {
+                        refuse(&links, attach, &mut session, server_busy()).await;
+                        continue;
+                    }
+                    match producer_links
+                        .accept_incoming_attach(attach, &mut session)
+                        .await
+                    {
+                        Ok(LinkEndpoint::Receiver(r)) => {
+                            tasks.spawn(producer_loop(r, hub.clone(), target));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "producer attach failed"),
                     }
                 } else {
                     refuse(
@@ -747,7 +792,7 @@ fn management(
     }
     let name = name.unwrap_or_default();
     if !hub.no_auth {
-        let now = crate::iothub::sas::now_epoch();
+        let now = crate::sas::now();
         let ok = match &security_token {
             Some(t) => hub
                 .verifier
@@ -941,8 +986,43 @@ pub(crate) fn event_message(ev: &Event) -> Message<Data> {
     builder.data(Binary::from(ev.body.to_vec())).build()
 }
 
+/// Why a partition sender stopped waiting.
+enum Wake {
+    Go,
+    Leave,
+    Evicted(Eviction),
+}
+
+/// Waits until fault injection lets link `link` deliver on `pid` (a freeze holds the delivery
+/// without detaching; a delay holds it once), or until the link must go.
+async fn wait_for_turn(
+    tx: &mut Sender,
+    hub: &Hub,
+    pid: u32,
+    link: u64,
+    evict: &mut tokio::sync::oneshot::Receiver<Eviction>,
+) -> Wake {
+    let mut changed = hub.fault_changed.subscribe();
+    loop {
+        let (wait, delayed) = match hub.hold(pid, link) {
+            Hold::Deliver => return Wake::Go,
+            Hold::FrozenUntil(t) => (tokio::time::Instant::from_std(t), false),
+            Hold::Delay(d) => (tokio::time::Instant::now() + d, true),
+        };
+        changed.mark_unchanged();
+        tokio::select! {
+            biased;
+            ev = &mut *evict => return ev.map_or(Wake::Leave, Wake::Evicted),
+            _ = tx.on_detach() => return Wake::Leave,
+            _ = tokio::time::sleep_until(wait) => if delayed { return Wake::Go },
+            _ = changed.changed() => {}
+        }
+    }
+}
+
 /// Serves one partition receiver: events from `start` on, strictly within link credit, waking on
-/// new events; leaves when the client detaches or a newer owner evicts it.
+/// new events; leaves when the client detaches or a newer owner evicts it. Before each delivery it
+/// asks the hub whether a fault holds it ([`Hub::hold`]).
 async fn partition_loop(
     mut tx: Sender,
     hub: Arc<Hub>,
@@ -954,7 +1034,8 @@ async fn partition_loop(
         tokio::sync::oneshot::Receiver<Eviction>,
     ),
 ) {
-    let (_guard, mut evict) = claim;
+    let (guard, mut evict) = claim;
+    let link = guard.id;
     let partition = &hub.partitions[pid as usize];
     let mut head = partition.subscribe();
     let mut cursor = start;
@@ -975,6 +1056,20 @@ async fn partition_loop(
             continue;
         }
         for ev in batch {
+            if !matches!(hub.hold(pid, link), Hold::Deliver) {
+                match wait_for_turn(&mut tx, &hub, pid, link, &mut evict).await {
+                    Wake::Go => {}
+                    Wake::Leave => return,
+                    Wake::Evicted(ev) => {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            tx.close_with_error(amqp_error(ev.condition, ev.description)),
+                        )
+                        .await;
+                        return;
+                    }
+                }
+            }
             cursor = ev.sequence_number + 1;
             let sendable = Sendable::builder()
                 .message(event_message(&ev))

@@ -228,8 +228,9 @@ impl C2dHub {
     }
 
     /// Refuses every message for `d` (fault injection).
-    pub fn throttle_for(&self, d: Duration) {
-        self.lock().throttled_until = Some(Instant::now() + d);
+    pub fn throttle_for(&self, d: Duration) -> Result<(), String> {
+        self.lock().throttled_until = Some(crate::hub::fault_deadline(d)?);
+        Ok(())
     }
 
     /// Validates and enqueues a message; expired ones are accepted, then dropped with feedback.

@@ -1,7 +1,7 @@
 //! Token checks of both endpoints and the SASL mechanisms of the AMQP listener.
 
-use crate::config::secret::Secret;
-use crate::iothub::sas::{self, KeyEncoding};
+use crate::sas::{self, KeyUse};
+use crate::Secret;
 use fe2o3_amqp::acceptor::sasl_acceptor::{SaslAcceptor, SaslServerFrame};
 use fe2o3_amqp::types::primitives::{Array, Symbol};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
@@ -49,26 +49,23 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    fn check_key_name(&self, token: &sas::ParsedToken) -> Result<(), String> {
-        match &token.key_name {
-            Some(n) if n != &self.key_name => Err(format!(
-                "the shared access policy '{n}' does not exist on this hub"
-            )),
-            _ => Ok(()),
+    /// Parses `token`, checks its policy name, signature and expiry.
+    fn check(&self, token: &str, key_use: KeyUse) -> Result<sas::Token, String> {
+        let parsed = sas::parse(token)?;
+        if let Some(n) = parsed.key_name.as_deref() {
+            if n != self.key_name {
+                return Err(format!(
+                    "the shared access policy '{n}' does not exist on this hub"
+                ));
+            }
         }
+        sas::verify(&parsed, self.key.expose(), key_use, sas::now())?;
+        Ok(parsed)
     }
 
     /// Event Hubs convention (HMAC keyed with the key string's bytes). Returns what the token grants.
     pub fn verify_eventhub(&self, token: &str) -> Result<Grant, String> {
-        let parsed = sas::parse_token(token).map_err(|e| e.to_string())?;
-        self.check_key_name(&parsed)?;
-        sas::verify_token(
-            &parsed,
-            self.key.expose(),
-            KeyEncoding::Raw,
-            sas::now_epoch(),
-        )
-        .map_err(|e| e.to_string())?;
+        let parsed = self.check(token, KeyUse::Text)?;
         let (_, path) = split_resource(&parsed.resource);
         Ok(Grant {
             path,
@@ -76,26 +73,40 @@ impl Verifier {
         })
     }
 
-    /// IoT Hub service convention (`sr` = hub host name, HMAC keyed with the base64-decoded key).
-    /// Returns the expiry.
-    pub fn verify_iothub_service(&self, token: &str) -> Result<u64, String> {
-        let parsed = sas::parse_token(token).map_err(|e| e.to_string())?;
-        self.check_key_name(&parsed)?;
-        sas::verify_token(
-            &parsed,
-            self.key.expose(),
-            KeyEncoding::Base64Decoded,
-            sas::now_epoch(),
-        )
-        .map_err(|e| e.to_string())?;
-        let (host, _) = split_resource(&parsed.resource);
+    /// IoT Hub service convention (`sr` = hub host name, optionally `/devices/<id>`, HMAC keyed with
+    /// the base64-decoded key). Returns the token's (lower-case) path and expiry.
+    pub fn verify_iothub(&self, token: &str) -> Result<(String, u64), String> {
+        let parsed = self.check(token, KeyUse::Base64)?;
+        let (host, path) = split_resource(&parsed.resource);
         if !self.iothub_hosts.contains(&host) {
             return Err(format!(
                 "the token audience '{}' is not this hub (expected one of {:?})",
                 parsed.resource, self.iothub_hosts
             ));
         }
-        Ok(parsed.expiry)
+        Ok((path, parsed.expiry))
+    }
+
+    /// [`Verifier::verify_iothub`] for the service endpoint: the audience must be the hub itself.
+    pub fn verify_iothub_service(&self, token: &str) -> Result<u64, String> {
+        match self.verify_iothub(token)? {
+            (path, expiry) if path.is_empty() => Ok(expiry),
+            (path, _) => Err(format!(
+                "the token audience path '{path}' is not the hub's service endpoint"
+            )),
+        }
+    }
+
+    /// A device token (`sr` = the hub host, any device) valid for `ttl`, signed with the key.
+    pub fn device_token(&self, host: &str, ttl: std::time::Duration) -> String {
+        sas::sign(
+            host,
+            Some(&self.key_name),
+            self.key.expose(),
+            KeyUse::Base64,
+            sas::now() + ttl.as_secs(),
+        )
+        .unwrap_or_default()
     }
 }
 
@@ -237,18 +248,15 @@ mod tests {
         assert!(!covers("other", "myhub"));
     }
 
+    fn token(resource: &str, key_name: &str, key_use: KeyUse, expiry: u64) -> String {
+        sas::sign(resource, Some(key_name), "c2VjcmV0a2V5", key_use, expiry).unwrap()
+    }
+
     #[test]
     fn eventhub_tokens_use_the_raw_key() {
         let v = verifier();
-        let exp = sas::expiry_in(std::time::Duration::from_secs(60));
-        let good = sas::generate_token(
-            "amqps://127.0.0.1/myhub",
-            "service",
-            "c2VjcmV0a2V5",
-            KeyEncoding::Raw,
-            exp,
-        )
-        .unwrap();
+        let exp = sas::now() + 60;
+        let good = token("amqps://127.0.0.1/myhub", "service", KeyUse::Text, exp);
         assert_eq!(
             v.verify_eventhub(&good),
             Ok(Grant {
@@ -256,66 +264,37 @@ mod tests {
                 expiry: exp
             })
         );
-        let decoded = sas::generate_token(
-            "amqps://127.0.0.1/myhub",
-            "service",
-            "c2VjcmV0a2V5",
-            KeyEncoding::Base64Decoded,
-            exp,
-        )
-        .unwrap();
+        let decoded = token("amqps://127.0.0.1/myhub", "service", KeyUse::Base64, exp);
         assert!(v.verify_eventhub(&decoded).is_err());
-        let other_policy = sas::generate_token(
-            "sb://x/myhub",
-            "owner",
-            "c2VjcmV0a2V5",
-            KeyEncoding::Raw,
-            exp,
-        )
-        .unwrap();
+        let other_policy = token("sb://x/myhub", "owner", KeyUse::Text, exp);
         assert!(v.verify_eventhub(&other_policy).is_err());
-        let expired = sas::generate_token(
-            "sb://x/myhub",
-            "service",
-            "c2VjcmV0a2V5",
-            KeyEncoding::Raw,
-            5,
-        )
-        .unwrap();
+        let expired = token("sb://x/myhub", "service", KeyUse::Text, 5);
         assert!(v.verify_eventhub(&expired).unwrap_err().contains("expired"));
     }
 
     #[test]
     fn iothub_tokens_use_the_decoded_key_and_the_host() {
         let v = verifier();
-        let exp = sas::expiry_in(std::time::Duration::from_secs(60));
-        let good = sas::generate_token(
-            "myhub.azure-devices.net",
-            "service",
-            "c2VjcmV0a2V5",
-            KeyEncoding::Base64Decoded,
-            exp,
-        )
-        .unwrap();
+        let exp = sas::now() + 60;
+        let good = token("myhub.azure-devices.net", "service", KeyUse::Base64, exp);
         assert_eq!(v.verify_iothub_service(&good), Ok(exp));
-        let wrong_host = sas::generate_token(
-            "otherhub.azure-devices.net",
-            "service",
-            "c2VjcmV0a2V5",
-            KeyEncoding::Base64Decoded,
-            exp,
-        )
-        .unwrap();
+        let wrong_host = token("otherhub.azure-devices.net", "service", KeyUse::Base64, exp);
         assert!(v.verify_iothub_service(&wrong_host).is_err());
-        let raw = sas::generate_token(
-            "myhub.azure-devices.net",
-            "service",
-            "c2VjcmV0a2V5",
-            KeyEncoding::Raw,
-            exp,
-        )
-        .unwrap();
+        let raw = token("myhub.azure-devices.net", "service", KeyUse::Text, exp);
         assert!(v.verify_iothub_service(&raw).is_err());
+        let device = token(
+            "myhub.azure-devices.net/devices/d1",
+            "service",
+            KeyUse::Base64,
+            exp,
+        );
+        assert_eq!(v.verify_iothub(&device), Ok(("devices/d1".into(), exp)));
+        assert!(v.verify_iothub_service(&device).is_err());
+        let handed_out = v.device_token("127.0.0.1:5671", std::time::Duration::from_secs(60));
+        assert_eq!(
+            v.verify_iothub(&handed_out).map(|(p, _)| p),
+            Ok(String::new())
+        );
     }
 
     #[test]
