@@ -210,7 +210,7 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
     }
     if let Some(w) = sink_runtime {
         if let Err(e) = w.stop().await {
-            warn!("stopping the sink connectors: {e:#}");
+            warn!("stopping the sink connectors: {}", e.join("; "));
         }
     }
     info!("Kafka Connect stopped");
