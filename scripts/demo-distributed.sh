@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distributed mode in one command: two `iotconnect distributed` workers share one (emulated) IoT Hub
-# with 4 partitions, exactly-once into Kafka; worker B is killed with -9 and worker A takes over its
-# partitions; every event is on `iotin` exactly once (read_committed). Everything on 127.0.0.1.
+# with 4 partitions; worker B is killed with -9 and worker A takes over its partitions; every event
+# reaches `iotin` (exactly once with DEMO_EOS=1 on a broker with full transactions). 127.0.0.1 only.
 #
 #   scripts/demo-distributed.sh      (also: scripts/demo.sh distributed)
 set -euo pipefail
@@ -21,16 +21,20 @@ trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "building iotconnect"
-cargo build --quiet
+cargo build --quiet --workspace
 BIN="$ROOT/target/debug/iotconnect"
+EMU_BIN="$ROOT/target/debug/iotconnect-emulator"
 PY="$(scripts/python-env.sh)"
+# DEMO_EOS=1: exactly.once.source.support=enabled (see README "Distributed mode" for what the test
+# broker lacks); default: at-least-once.
+EOS=disabled; [ "${DEMO_EOS:-0}" = 1 ] && EOS=enabled
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 say "starting the broker and the IoT Hub emulator (4 partitions)"
 BROKER_PORT="$(port)"; export BROKER_PORT
 BOOTSTRAP="$(KAFKA_DATA_DIR="$WORK/broker" KAFKA_PORT="$BROKER_PORT" scripts/kafka-broker.sh start)"
 "$(scripts/kafka-broker.sh bin)" topic create iotin --partitions 3 --broker "tcp://$BOOTSTRAP" >/dev/null
-"$BIN" emulator --partitions 4 --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --no-auth \
+"$EMU_BIN" --partitions 4 --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --no-auth \
   >"$WORK/emulator.json" 2>"$WORK/emulator.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do [ -s "$WORK/emulator.json" ] && break; sleep 0.1; done
@@ -64,7 +68,7 @@ status.storage.topic=iotconnect-demo-status
 config.storage.replication.factor=1
 offset.storage.replication.factor=1
 status.storage.replication.factor=1
-exactly.once.source.support=enabled
+exactly.once.source.support=$EOS
 session.timeout.ms=6000
 heartbeat.interval.ms=1000
 listeners=http://127.0.0.1:${!p}
@@ -83,7 +87,7 @@ start() {
   cat "$WORK/worker-$1.log"; exit 1
 }
 status() { curl -fsS "http://127.0.0.1:$A_PORT/connectors/AzureIotHubConnector/status"; }
-owners() { status | "$PY" -c 'import json,sys; s=json.load(sys.stdin); print(" ".join(f"{t[\"id\"]}:{t[\"state\"]}@{t[\"worker_id\"]}" for t in s["tasks"]))'; }
+owners() { status | "$PY" -c "import json,sys; s=json.load(sys.stdin); print(' '.join('%s:%s@%s' % (t['id'], t['state'], t['worker_id']) for t in s['tasks']))"; }
 
 say "starting worker A (REST $A_PORT) and worker B (REST $B_PORT)"
 start A; start B
@@ -119,11 +123,11 @@ echo "  hub partition:state@worker  $(owners)"
 say "devices send 100 more events"
 send 101 200
 
-say "iotin, read_committed: every event exactly once"
-"$PY" - "$BOOTSTRAP" 200 <<'PYEOF'
+say "iotin, read_committed: every event there ($([ $EOS = enabled ] && echo 'exactly once' || echo 'at least once'))"
+"$PY" - "$BOOTSTRAP" 200 "$EOS" <<'PYEOF'
 import sys, time, json
 from confluent_kafka import Consumer, TopicPartition
-boot, n = sys.argv[1], int(sys.argv[2])
+boot, n, eos = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "enabled"
 c = Consumer({"bootstrap.servers": boot, "group.id": "demo-check", "isolation.level": "read_committed",
               "enable.auto.commit": False})
 c.assign([TopicPartition("iotin", p, 0) for p in range(3)])
@@ -143,7 +147,7 @@ while time.time() < end:   # anything late would be a duplicate
         v = json.loads(m.value()); k = (v["deviceId"], v["sequenceNumber"]); dups += k in seen; seen.add(k)
 c.close()
 print(f"  events sent: {n}, distinct on iotin: {len(seen)}, duplicates: {dups}")
-sys.exit(0 if len(seen) == n and dups == 0 else 1)
+sys.exit(0 if len(seen) == n and (dups == 0 or not eos) else 1)
 PYEOF
 
 say "the offsets topic, in Kafka Connect's format"
@@ -152,4 +156,4 @@ say "the offsets topic, in Kafka Connect's format"
 say "stopping worker A (SIGTERM: finishes its transactions, leaves the group)"
 kill -TERM "$PID_A"; wait "$PID_A"
 grep -E "Kafka Connect stopped" "$WORK/worker-A.log" | sed 's/^/  /'
-say "demo complete: two workers shared the hub; A took over B's partitions; exactly once on iotin"
+say "demo complete: two workers shared the hub; A took over B's partitions; every event on iotin"
