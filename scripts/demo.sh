@@ -8,8 +8,11 @@
 #
 #   scripts/demo.sh             (debug build; DEMO_RELEASE=1 for a release build;
 #                               IOTCONNECT_BIN=dist/iotconnect runs that binary as the worker)
+#   scripts/demo.sh distributed (distributed mode: see scripts/demo-distributed.sh)
 # On a fresh Debian/Ubuntu machine it first installs the packages the build needs (scripts/setup.sh).
 set -euo pipefail
+# [dist] `scripts/demo.sh distributed`: two workers sharing a hub, one taking over (scripts/demo-distributed.sh)
+if [ "${1:-}" = distributed ]; then exec "$(dirname "$0")/demo-distributed.sh"; fi
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/iotconnect-demo.XXXXXX")"

@@ -39,6 +39,8 @@ enum Command {
     Standalone(Files),
     /// Check the worker and connector files offline and print the effective configuration.
     Validate(Files),
+    /// [dist] Run connectors on several workers sharing the hub partitions (Kafka Connect's distributed mode).
+    Distributed(DistributedFiles),
     /// Read or edit the source offsets file (offset.storage.file.filename).
     Offsets(iotconnect::offsets::OffsetsArgs),
     /// Show a running worker: connectors, tasks, partitions, lag, commits, C2D (exit 1 FAILED, 2 unreachable).
@@ -51,6 +53,18 @@ struct Files {
     worker: PathBuf,
     /// Connector files (connect-iothub-source.properties, connect-iothub-sink.properties).
     connectors: Vec<PathBuf>,
+}
+
+// [dist]
+#[derive(Args)]
+struct DistributedFiles {
+    /// The worker file (connect-distributed.properties).
+    worker: PathBuf,
+    /// Connector files: the same on every worker of the group.
+    connectors: Vec<PathBuf>,
+    /// Publish this worker's connector configurations to config.storage.topic even when the group's differ.
+    #[arg(long)]
+    replace_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +88,9 @@ fn main() -> ExitCode {
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
         )),
+        Command::Distributed(f) => {
+            iotconnect::distributed::main(f.worker, f.connectors, f.replace_config)
+        }
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();
             match iotconnect::offsets::cli::run(&args, &mut out) {

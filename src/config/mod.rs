@@ -4,6 +4,8 @@
 //! as `FILE:KEY: message`, and no message ever contains the value of a secret key.
 
 pub mod connector;
+// [dist] connect-distributed.properties
+pub mod distributed;
 pub mod kafka;
 pub mod problem;
 pub mod properties;

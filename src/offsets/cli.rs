@@ -30,6 +30,15 @@ pub enum OffsetsCommand {
         #[arg(long)]
         partition: Option<String>,
     },
+    /// [dist] Print every entry of a distributed worker's offset.storage.topic (read_committed), as `show`.
+    ShowTopic {
+        /// The offset.storage.topic.
+        #[arg(long)]
+        topic: String,
+        /// bootstrap.servers
+        #[arg(long, default_value = "localhost:9092")]
+        bootstrap: String,
+    },
 }
 
 /// Why `iotconnect offsets` failed (the binary prints it and exits 1).
@@ -81,6 +90,14 @@ fn connector_names(path: &std::path::Path) -> Result<Vec<String>, CliError> {
 pub fn run(args: &OffsetsArgs, out: &mut dyn Write) -> Result<(), CliError> {
     match &args.command {
         OffsetsCommand::Show { file } => Ok(store::show(file, out)?),
+        // [dist] the Kafka-topic offset store
+        OffsetsCommand::ShowTopic { topic, bootstrap } => {
+            super::kafka::show_topic(bootstrap, topic, out).map_err(|e| {
+                CliError::Command(OffsetsCommandError::Output(std::io::Error::other(format!(
+                    "{e:#}"
+                ))))
+            })
+        }
         OffsetsCommand::Reset {
             file,
             connector,
