@@ -253,8 +253,8 @@ pub fn wait_tasks_running(port: u16, connectors: &[&str]) {
     });
 }
 
-/// Waits until `group` committed every partition of `topic` up to its end.
-pub fn wait_sink_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
+/// The committed offset of `group` per partition of `topic` (-1: none).
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
     let c: BaseConsumer = ClientConfig::new()
@@ -262,25 +262,70 @@ pub fn wait_sink_committed(bootstrap: &str, group: &str, topic: &str, partitions
         .set("group.id", group)
         .create()
         .unwrap();
-    wait_until(&format!("{group} to commit all of {topic}"), T, || {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let Ok(r) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
-            return false;
-        };
-        r.elements().iter().all(|e| {
-            let Ok((_, hi)) = c.fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
-            else {
-                return false;
-            };
-            match e.offset() {
-                Offset::Offset(o) => o == hi,
-                _ => hi == 0,
-            }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    match c.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(r) => r
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            })
+            .collect(),
+        Err(_) => vec![-2; partitions as usize],
+    }
+}
+
+/// The end (high watermark) of each partition of `topic`.
+pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map(|(_, hi)| hi)
+                .unwrap_or(-2)
         })
-    });
+        .collect()
+}
+
+/// Waits until `group` committed every partition of `topic` up to its end; on time-out the panic
+/// shows both and the worker's last log lines.
+pub fn wait_sink_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    p: &Process,
+) {
+    let deadline = std::time::Instant::now() + 2 * T;
+    loop {
+        let ends = end_offsets(bootstrap, topic, partitions);
+        let committed = committed_offsets(bootstrap, group, topic, partitions);
+        if committed
+            .iter()
+            .zip(&ends)
+            .all(|(c, e)| *c == *e || (*c == -1 && *e == 0))
+        {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = p.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            panic!(
+                "{group} did not commit all of {topic} within {:?}: committed {committed:?}, ends {ends:?}; last log lines:\n{}",
+                2 * T,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A broker of this test alone, stoppable and restartable on the same port and data directory.
