@@ -866,6 +866,10 @@ fn status_dashboard_and_rest_protection_against_a_live_worker() {
         })
         .collect();
     assert_eq!(rows.len(), 2, "one row per hub partition:\n{out}");
+    assert!(
+        rows.iter().all(|r| r.matches(" ago").count() == 2),
+        "last event and last commit ages:\n{out}"
+    );
 
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(REPO).join("config/grafana-iotconnect.json")).unwrap(),

@@ -130,6 +130,11 @@ pub struct SourceConfig {
     pub receive_timeout: Duration,
     pub record_key: RecordKey,
     pub record_format: RecordFormat,
+    /// `IotHub.StallTimeout`: a partition silent this long while the hub has newer events is
+    /// reopened (source/stall.rs); zero disables the watchdog.
+    pub stall_timeout: Duration,
+    /// `IotHub.TransportType`, `IotHub.AllowPlaintext` (read by source/transport.rs).
+    pub transport: crate::source::transport::SourceTransport,
 }
 
 /// `IotHub.MessageDeliveryAcknowledgement`: the one ack enum, defined with the C2D message.
@@ -358,23 +363,6 @@ fn filled(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty() && s != PLACEHOLDER)
 }
 
-fn check_custom_endpoint(r: &mut Reader) -> Option<String> {
-    let v = filled(r.string("IotHub.CustomEndpoint"))?;
-    let ok = ["amqp://", "amqps://"].iter().any(|s| {
-        v.strip_prefix(s)
-            .and_then(|rest| rest.trim_end_matches('/').rsplit_once(':'))
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-    });
-    if !ok {
-        r.problem(
-            "IotHub.CustomEndpoint",
-            format!("Invalid value {v}: expected amqp://host:port or amqps://host:port"),
-        );
-        return None;
-    }
-    Some(v.trim_end_matches('/').to_string())
-}
-
 /// `IotHub.TransportType`: AMQP over TCP (port 5671) or over WebSockets (port 443).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportType {
@@ -588,7 +576,9 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
             _ => None,
         }
     };
-    let custom_endpoint = check_custom_endpoint(r);
+    let hub = read_hub_transport(r);
+    let custom_endpoint = hub.as_ref().and_then(|h| h.custom_endpoint.clone());
+    let transport = crate::source::transport::for_source(r, hub.as_ref());
     let consumer_group = r
         .non_empty("IotHub.ConsumerGroup")
         .unwrap_or_else(|| "$Default".into());
@@ -637,6 +627,7 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
         "raw" => RecordFormat::Raw,
         _ => RecordFormat::Struct,
     };
+    let stall_timeout = Duration::from_secs(r.int("IotHub.StallTimeout", 60, 0, 86_400) as u64);
     if r.problems.len() > before {
         return None;
     }
@@ -652,6 +643,8 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
         receive_timeout,
         record_key,
         record_format,
+        stall_timeout,
+        transport,
     })
 }
 

@@ -105,11 +105,17 @@ async fn readyz(State(w): State<Arc<Worker>>) -> Response {
         for t in &c.tasks {
             let state = t.state();
             if !matches!(state, TaskState::Running | TaskState::Paused) || !t.health.links_up() {
+                let stalled = t.health.stalled();
                 not_ready.push(format!(
-                    "{} {} links_up={}",
+                    "{} {} links_up={}{}",
                     t.id,
                     state.name(),
-                    t.health.links_up()
+                    t.health.links_up(),
+                    if stalled.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" stalled_partitions={}", stalled.join(","))
+                    }
                 ));
             }
         }

@@ -7,9 +7,8 @@
 //! device id.
 
 use crate::iothub::feedback::{FeedbackBatch, FeedbackRecord};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
-use std::time::Duration;
+use crate::worker::producer::Producer;
+use rdkafka::producer::FutureRecord;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -22,7 +21,7 @@ pub fn feedback_record(r: &FeedbackRecord) -> (Option<String>, Vec<u8>) {
 /// Writes each batch to `topic` and settles it (see the module docs) until `rx` closes.
 pub async fn forward_feedback(
     mut rx: mpsc::Receiver<FeedbackBatch>,
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     id: String,
 ) {
@@ -36,11 +35,7 @@ pub async fn forward_feedback(
                 if let Some(k) = key.as_deref() {
                     rec = rec.key(k);
                 }
-                producer
-                    .send(rec, Timeout::After(Duration::from_secs(60)))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
+                producer.send(rec).await.map(|_| ())
             }
         });
         let results = futures::future::join_all(sends).await;

@@ -6,11 +6,9 @@
 //! * [`setup`]: C2D options, value converter, first connection.
 //! * [`rebalance`]: subscription, rebalance callbacks, offset commits.
 //! * [`tracker`]: which offsets are safe to commit.
-//! * [`dlq`]: failed records out (Connect's log line, dead letter queue record).
 //! * [`feedback`]: delivery feedback → Kafka.
 //! * [`stats`]: optional send-latency recording (benchmark).
 
-pub mod dlq;
 pub mod feedback;
 pub mod message;
 pub mod rebalance;

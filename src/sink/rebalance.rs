@@ -70,9 +70,9 @@ pub fn show_offsets(offsets: &[(TopicPartition, i64)]) -> String {
 
 /// The pattern librdkafka subscribes with for `topics.regex`: anchored at both ends, as Connect
 /// matches (`Pattern.matcher(topic).matches()`). librdkafka treats a subscription starting
-/// with `^` as a regex.
+/// with `^` as a regex; its regex engine (POSIX extended) has no `(?:…)`, so a plain group.
 pub fn regex_subscription(re: &str) -> String {
-    format!("^(?:{re})$")
+    format!("^({re})$")
 }
 
 /// Subscribes to the configured topics.

@@ -24,11 +24,10 @@
 //!   past `errors.retry.timeout`) go through `errors.tolerance`: `none` commits what is finished
 //!   before the record and fails the task with a message naming topic, partition and offset; `all`
 //!   logs (with `errors.log.enable`), writes the original record to the dead letter queue
-//!   ([`super::dlq`]) and moves on. Fatal outcomes (unauthorized) fail the task whatever the tolerance.
+//!   (the worker's `LogReporter` / `DeadLetterQueueReporter`) and moves on. Fatal outcomes (unauthorized) fail the task whatever the tolerance.
 //! * The record key is not converted (the device id comes from the value), so a key the key
 //!   converter could not read does not fail the record.
 
-use super::dlq::{self, Failure, Original, Stage};
 use super::message::{self, MessageError};
 use super::rebalance::{self, Shared, SinkConsumer, SinkContext};
 pub use super::setup::{c2d_options, value_converter};
@@ -42,19 +41,22 @@ use crate::iothub::c2d::{
     TrySendError,
 };
 use crate::rest::metrics::{task_labels, Labels, METRICS};
+use crate::worker::errors::{
+    DeadLetterQueueReporter, Decision, FailedRecord, LogReporter, Origin, Stage, ToleranceOperator,
+};
+use crate::worker::producer::Producer;
 use crate::worker::task::{TargetState, TaskContext};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::{Headers, Message};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 /// Records unfinished at most `QUEUE_FACTOR × MaxInFlight` (the client's `max_queued`).
 pub const QUEUE_FACTOR: usize = 16;
@@ -69,6 +71,31 @@ struct Pending {
     timestamp: Option<i64>,
     /// Kept only when a dead letter queue is configured.
     original: Option<Original>,
+}
+
+/// The consumed record as read, kept for the dead letter queue.
+#[derive(Clone, Debug, Default)]
+struct Original {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Original {
+    fn of<M: Message>(m: &M) -> Original {
+        Original {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
 }
 
 enum Event {
@@ -95,17 +122,19 @@ pub async fn run(ctx: TaskContext) -> anyhow::Result<()> {
     ctx.health.set_links_up(true);
 
     let needs_producer = connector.errors.dlq_topic.is_some() || opts.feedback;
-    let producer: Option<FutureProducer> = if needs_producer {
+    let producer: Option<Producer> = if needs_producer {
         let s = crate::config::kafka::dlq_producer_settings(&worker, &connector, ctx.task_id)
             .map_err(|p| anyhow::anyhow!("{p}"))?;
         Some(
-            s.config
-                .create()
+            Producer::create(&s.config)
                 .context("creating the dead letter queue / feedback producer")?,
         )
     } else {
         None
     };
+    let dlq = producer.clone().and_then(|p| {
+        DeadLetterQueueReporter::new(p, &connector.name, ctx.task_id, &connector.errors)
+    });
     let feedback_task =
         match (client.take_feedback(), &sink.feedback_topic, &producer) {
             (Some(rx), Some(topic), Some(p)) => Some(tokio::spawn(
@@ -146,12 +175,15 @@ pub async fn run(ctx: TaskContext) -> anyhow::Result<()> {
     );
     info!("WorkerSinkTask{{id={}}} Executing sink task", ctx.id);
 
+    let log_reporter = LogReporter::new(ctx.id.clone(), &connector.errors);
     let mut state = TaskState {
         ctx,
         connector: connector.clone(),
         converter,
         client: client.clone(),
-        producer,
+        tolerance: ToleranceOperator::from_config(&connector.errors),
+        log_reporter,
+        dlq,
         shared,
         consumer: Arc::new(consumer),
         labels,
@@ -187,7 +219,9 @@ struct TaskState {
     connector: Arc<ConnectorConfig>,
     converter: Converter,
     client: Arc<C2dClient>,
-    producer: Option<FutureProducer>,
+    tolerance: ToleranceOperator,
+    log_reporter: LogReporter,
+    dlq: Option<DeadLetterQueueReporter>,
     shared: Arc<Shared>,
     consumer: Arc<SinkConsumer>,
     labels: Labels,
@@ -400,7 +434,7 @@ impl TaskState {
                 self.backlog.push_back((id, msg));
                 self.flush_backlog()
             }
-            Err(msg) => self.record_failed(id, rec, Stage::ValueConverter, msg),
+            Err(msg) => self.record_failed(id, rec, Stage::ValueConverter, ErrorClass::Record, msg),
         }
     }
 
@@ -427,21 +461,22 @@ impl TaskState {
                         if let Some(d) = &c.description {
                             msg.push_str(&format!(" ({d})"));
                         }
-                        if class == ErrorClass::Fatal {
-                            self.commit(true, CommitMode::Sync);
-                            Err(anyhow::anyhow!(
-                                "{msg}; re-authenticating did not help: check the IotHub.ConnectionString policy (it needs ServiceConnect). Nothing at or after {}-{}@{} is committed",
-                                rec.tp.0, rec.tp.1, rec.offset
-                            ))
-                        } else {
-                            if class == ErrorClass::Retriable {
+                        let class = match class {
+                            ErrorClass::Fatal => {
+                                msg.push_str("; re-authenticating did not help: check the IotHub.ConnectionString policy (it needs ServiceConnect)");
+                                ErrorClass::Fatal
+                            }
+                            // The client retried it until errors.retry.timeout: now a record error.
+                            ErrorClass::Retriable => {
                                 msg.push_str(&format!(
                                     " after retrying for errors.retry.timeout ({} attempts)",
                                     c.attempts
                                 ));
+                                ErrorClass::Record
                             }
-                            self.record_failed(id, rec, Stage::TaskPut, msg)
-                        }
+                            ErrorClass::Record => ErrorClass::Record,
+                        };
+                        self.record_failed(id, rec, Stage::TaskPut, class, msg)
                     }
                 }
             }
@@ -483,56 +518,68 @@ impl TaskState {
             .finish(&rec.tp, rec.generation, rec.offset);
     }
 
-    /// `errors.tolerance` for one failed record (`Record` class).
+    /// `errors.tolerance` (the worker's [`ToleranceOperator`]) for one failed record.
     fn record_failed(
         &mut self,
         id: u64,
         rec: Pending,
         stage: Stage,
+        class: ErrorClass,
         msg: String,
     ) -> anyhow::Result<()> {
         METRICS.record_errors.get_or_create(&self.labels).inc();
-        let errors = &self.connector.errors;
-        let class = match stage {
+        let class_name = match stage {
             Stage::ValueConverter => self.converter.class_name().to_string(),
-            Stage::TaskPut => self.connector.class.clone(),
+            _ => self.connector.class.clone(),
         };
-        let failure = Failure {
-            topic: &rec.tp.0,
-            partition: rec.tp.1,
-            offset: rec.offset,
-            timestamp: rec.timestamp,
-            connector: &self.connector.name,
-            task_id: self.ctx.task_id,
-            task: &self.ctx.id,
+        match self.tolerance.decide(class) {
+            Decision::Skip => {}
+            Decision::Fail | Decision::Retry => {
+                let text = format!(
+                    "record {}-{} at offset {} (topic {}, partition {}, offset {}) failed in stage {}: {msg}. \
+                     The task stops ({}); nothing at or after this offset is committed",
+                    rec.tp.0,
+                    rec.tp.1,
+                    rec.offset,
+                    rec.tp.0,
+                    rec.tp.1,
+                    rec.offset,
+                    stage.name(),
+                    if class == ErrorClass::Fatal {
+                        "a fatal error, whatever errors.tolerance says"
+                    } else {
+                        "errors.tolerance=none"
+                    }
+                );
+                // commit what is finished before it; nothing at or past it
+                self.commit(true, CommitMode::Sync);
+                anyhow::bail!(text);
+            }
+        }
+        let original = rec.original.clone().unwrap_or_default();
+        let failed = FailedRecord {
+            origin: Origin::Consumed {
+                topic: rec.tp.0.clone(),
+                partition: rec.tp.1,
+                offset: rec.offset,
+                timestamp: rec.timestamp,
+            },
             stage,
-            class: &class,
-            message: &msg,
+            class_name,
+            message: msg,
+            key: original.key,
+            value: original.value,
+            headers: original.headers,
         };
-        if !errors.tolerate_all {
-            let text = format!(
-                "record {}-{} at offset {} (topic {}, partition {}, offset {}) failed in stage {}: {msg}. \
-                 errors.tolerance=none: the task stops; nothing at or after this offset is committed",
-                rec.tp.0, rec.tp.1, rec.offset, rec.tp.0, rec.tp.1, rec.offset, stage.name()
-            );
-            // commit what is finished before it; nothing at or past it
-            self.commit(true, CommitMode::Sync);
-            anyhow::bail!(text);
-        }
-        if errors.log_enable {
-            error!("{}", failure.log_line());
-        }
-        let (Some(topic), Some(producer)) = (errors.dlq_topic.clone(), self.producer.clone())
-        else {
+        self.log_reporter.report(&failed);
+        let Some(dlq) = &self.dlq else {
             self.finish(&rec);
             return Ok(());
         };
-        let original = rec.original.clone().unwrap_or_default();
-        let headers = dlq::dlq_headers(&original, errors.dlq_context_headers.then_some(&failure));
+        let write = dlq.report(&failed);
         self.pending.insert(id, rec);
         self.events.push(
-            async move { Event::DeadLettered(id, dlq::send(producer, topic, original, headers).await) }
-                .boxed(),
+            async move { Event::DeadLettered(id, write.await.map_err(|e| e.to_string())) }.boxed(),
         );
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use crate::config::kafka::admin_settings;
 use crate::config::WorkerConfig;
+use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::Duration;
 
@@ -11,14 +12,14 @@ const WARN_EVERY: Duration = Duration::from_secs(3);
 
 /// Asks the cluster for its metadata and id. The error says which servers were tried and why.
 pub async fn cluster_id(worker: &WorkerConfig) -> anyhow::Result<String> {
-    let settings = admin_settings(worker).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let settings = admin_settings(worker)?;
     let servers = worker.bootstrap_servers.clone();
     let timeout = worker.kafka_check_timeout.max(Duration::from_millis(100));
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = settings
             .config
             .create()
-            .map_err(|e| anyhow::anyhow!("cannot create a Kafka client for {servers}: {e}"))?;
+            .with_context(|| format!("cannot create a Kafka client for {servers}"))?;
         // Asked in rounds of a few seconds, so a WARN names the servers while Kafka is unreachable
         // instead of staying silent for the whole default.api.timeout.ms.
         let started = std::time::Instant::now();
@@ -36,10 +37,12 @@ pub async fn cluster_id(worker: &WorkerConfig) -> anyhow::Result<String> {
                         timeout.saturating_sub(started.elapsed()),
                     ));
                 }
-                Err(e) => anyhow::bail!(
-                    "Kafka cluster at {servers} did not answer within {} ms (default.api.timeout.ms): {e}",
-                    timeout.as_millis()
-                ),
+                Err(e) => {
+                    return Err(anyhow::Error::from(e).context(format!(
+                        "Kafka cluster at {servers} did not answer within {} ms (default.api.timeout.ms)",
+                        timeout.as_millis()
+                    )))
+                }
             }
         };
         let id = consumer

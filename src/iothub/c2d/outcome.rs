@@ -29,17 +29,7 @@ use fe2o3_amqp::types::definitions::ErrorCondition;
 use fe2o3_amqp::types::primitives::Symbol;
 use serde::Serialize;
 
-/// Connect's error classes for one failed operation. (Local until `worker::errors::ErrorClass`
-/// lands; then this becomes a re-export of it.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum ErrorClass {
-    /// Try again (with backoff); never skipped.
-    Retriable,
-    /// The record itself is bad: `errors.tolerance` decides (fail, or log / dead-letter and skip).
-    Record,
-    /// Nothing will get better by retrying or skipping: the task fails.
-    Fatal,
-}
+pub use crate::worker::errors::ErrorClass;
 
 /// How IoT Hub (or the link) answered one send attempt, classified.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
