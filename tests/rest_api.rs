@@ -322,7 +322,11 @@ fn a_failed_task_shows_its_trace_and_restarts_through_the_api() {
             || st["trace"]
                 .as_str()
                 .unwrap()
-                .contains("cannot send a record"),
+                .contains("cannot send a record")
+            || st["trace"]
+                .as_str()
+                .unwrap()
+                .contains("Kafka refused the record"),
         "{st}"
     );
     assert_eq!(r.text("/readyz").0, 503);
