@@ -322,7 +322,11 @@ fn a_failed_task_shows_its_trace_and_restarts_through_the_api() {
             || st["trace"]
                 .as_str()
                 .unwrap()
-                .contains("cannot send a record"),
+                .contains("cannot send a record")
+            || st["trace"]
+                .as_str()
+                .unwrap()
+                .contains("Kafka refused the record"),
         "{st}"
     );
     assert_eq!(r.text("/readyz").0, 503);
@@ -866,6 +870,10 @@ fn status_dashboard_and_rest_protection_against_a_live_worker() {
         })
         .collect();
     assert_eq!(rows.len(), 2, "one row per hub partition:\n{out}");
+    assert!(
+        rows.iter().all(|r| r.matches(" ago").count() == 2),
+        "last event and last commit ages:\n{out}"
+    );
 
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(REPO).join("config/grafana-iotconnect.json")).unwrap(),

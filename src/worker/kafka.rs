@@ -37,10 +37,12 @@ pub async fn cluster_id(worker: &WorkerConfig) -> anyhow::Result<String> {
                         timeout.saturating_sub(started.elapsed()),
                     ));
                 }
-                Err(e) => anyhow::bail!(
-                    "Kafka cluster at {servers} did not answer within {} ms (default.api.timeout.ms): {e}",
-                    timeout.as_millis()
-                ),
+                Err(e) => {
+                    return Err(anyhow::Error::from(e).context(format!(
+                        "Kafka cluster at {servers} did not answer within {} ms (default.api.timeout.ms)",
+                        timeout.as_millis()
+                    )))
+                }
             }
         };
         let id = consumer
