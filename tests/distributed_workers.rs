@@ -24,6 +24,14 @@ use support::*;
 const T: Duration = Duration::from_secs(90);
 const PARTITIONS: u32 = 8;
 
+/// The tests of this file run one at a time: each runs several worker processes, and two at once on
+/// a 2-core machine would only measure the contention.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn long() -> bool {
     std::env::var_os("IOTCONNECT_DIST_LONG").is_some()
 }
@@ -396,6 +404,7 @@ fn kill_loop(eos: bool) -> (u64, (usize, usize, usize)) {
 
 #[test]
 fn exactly_once_with_a_worker_killed_every_15_seconds() {
+    let _serial = serial();
     let (sent, v) = kill_loop(true);
     report("eos_kill9", sent, v);
     assert_crash_verdict("eos_kill9", v);
@@ -403,6 +412,7 @@ fn exactly_once_with_a_worker_killed_every_15_seconds() {
 
 #[test]
 fn at_least_once_with_a_worker_killed_every_15_seconds() {
+    let _serial = serial();
     let (sent, v) = kill_loop(false);
     report("alos_kill9", sent, v);
     assert_eq!(v.0, 0, "nothing lost");
@@ -410,6 +420,7 @@ fn at_least_once_with_a_worker_killed_every_15_seconds() {
 
 #[test]
 fn exactly_once_while_scaling_1_3_1() {
+    let _serial = serial();
     let hub = Arc::new(Hub::start(PARTITIONS));
     let cl = Cluster::new(&hub, true, "");
     let first = cl.start(0, "", None);
@@ -445,6 +456,7 @@ fn exactly_once_while_scaling_1_3_1() {
 
 #[test]
 fn a_worker_paused_beyond_the_session_timeout_is_fenced() {
+    let _serial = serial();
     let hub = Arc::new(Hub::start(PARTITIONS));
     let cl = Cluster::new(&hub, true, "");
     let a = cl.start(0, "", None);
@@ -475,6 +487,7 @@ fn a_worker_paused_beyond_the_session_timeout_is_fenced() {
 
 #[test]
 fn upgrade_from_a_standalone_offsets_file_continues_without_re_reading() {
+    let _serial = serial();
     let hub = Arc::new(Hub::start(PARTITIONS));
     let cl = Cluster::new(&hub, true, "");
     // A standalone run writes the file.
@@ -511,6 +524,7 @@ fn upgrade_from_a_standalone_offsets_file_continues_without_re_reading() {
 
 #[test]
 fn a_worker_with_another_connector_config_refuses_work_and_status_is_shared() {
+    let _serial = serial();
     let hub = Arc::new(Hub::start(PARTITIONS));
     let cl = Cluster::new(&hub, true, "");
     let a = cl.start(0, "", None);

@@ -117,3 +117,54 @@ pub fn worker_producer(base: &ClientConfig) -> anyhow::Result<FutureProducer> {
     c.set("partitioner", "murmur2_random").set("acks", "all");
     Ok(c.create()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::properties::Properties;
+    use crate::config::LoadedFile;
+
+    fn connector(batch: &str, key: &str) -> ConnectorConfig {
+        let mut p = Properties::new();
+        for (k, v) in [
+            ("name", "hub"),
+            ("connector.class", "IotHubSource"),
+            ("Kafka.Topic", "iotin"),
+            ("IotHub.EventHubCompatibleName", "myhub"),
+            (
+                "IotHub.EventHubCompatibleEndpoint",
+                "sb://myhub.servicebus.windows.net/",
+            ),
+            ("IotHub.AccessKeyName", "service"),
+            ("IotHub.AccessKeyValue", key),
+            ("BatchSize", batch),
+        ] {
+            p.insert(k.into(), v.into());
+        }
+        ConnectorConfig::from_file(&LoadedFile {
+            path: "source.properties".into(),
+            raw: p.clone(),
+            resolved: p,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn equal_configs_agree_and_differences_are_named_without_secrets() {
+        let a = connector("50", "c2VjcmV0LWtleS1vbmU=");
+        let published = value(&a);
+        let text = String::from_utf8(published.clone()).unwrap();
+        assert!(!text.contains("c2VjcmV0LWtleS1vbmU="), "{text}");
+        assert!(text.starts_with(r#"{"properties":{"#), "{text}");
+        assert_eq!(difference(&a, &published), None);
+        let b = connector("7", "c2VjcmV0LWtleS1vbmU=");
+        assert_eq!(
+            difference(&b, &published).as_deref(),
+            Some("keys that differ: BatchSize")
+        );
+        let c = connector("50", "YW5vdGhlci1rZXk=");
+        let why = difference(&c, &published).unwrap();
+        assert!(why.contains("secret"), "{why}");
+        assert!(!why.contains("YW5vdGhlci1rZXk="), "{why}");
+    }
+}
