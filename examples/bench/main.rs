@@ -37,6 +37,8 @@ struct Opts {
     tutorial: bool,
     /// Skip the pinned session.
     no_pin: bool,
+    /// Only iotconnect's pinned run (for a profiler attached to this process).
+    only_iotconnect: bool,
     c2d_messages: u64,
     c2d_devices: u64,
 }
@@ -51,6 +53,7 @@ fn parse(args: &[String], soak: bool) -> anyhow::Result<Opts> {
         paced_seconds: 5,
         tutorial: true,
         no_pin: false,
+        only_iotconnect: false,
         c2d_messages: 200_000,
         c2d_devices: 5_000,
     };
@@ -64,6 +67,11 @@ fn parse(args: &[String], soak: bool) -> anyhow::Result<Opts> {
             }
             "--no-pin" => {
                 o.no_pin = true;
+                i += 1;
+                continue;
+            }
+            "--only-iotconnect" => {
+                o.only_iotconnect = true;
                 i += 1;
                 continue;
             }
@@ -126,7 +134,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some("emulator-child") => rt.block_on(emulator_child(parse(&args[1..], false)?)),
         _ => {
-            eprintln!("usage: bench source [--events N --size B --partitions P --devices D --rate R --paced-seconds S --no-tutorial --no-pin]");
+            eprintln!("usage: bench source [--events N --size B --partitions P --devices D --rate R --paced-seconds S --no-tutorial --no-pin --only-iotconnect]");
             eprintln!("       bench sink [--messages N --devices D --limited-messages M --bootstrap HOST:PORT]");
             eprintln!("       bench soak [--events N --rate R --c2d-messages M --c2d-devices D]");
             std::process::exit(1);

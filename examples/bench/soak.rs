@@ -63,6 +63,7 @@ async fn source_soak(o: &Opts, s: &SoakOpts) -> anyhow::Result<(Rss, sys::Measur
             }
         }
     });
+    sys::reset_peak_rss();
     eprintln!("source soak: {total} events at {rate}/s ...");
     let m = run_iotconnect(
         &w,
@@ -153,6 +154,7 @@ async fn sink_soak(o: &Opts, s: &SoakOpts) -> anyhow::Result<(Rss, sys::Measured
         .map_err(|e| anyhow::anyhow!("config: {}", e.problems))?;
     let http = emu.get("httpEndpoint");
     let base = c2d_accepted(&http).await?;
+    sys::reset_peak_rss();
     let meter = sys::Meter::start();
     let worker = iotconnect::start_standalone_worker(loaded, "soak".into()).await?;
     let mut rss = Rss {

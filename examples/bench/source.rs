@@ -325,9 +325,13 @@ pub async fn session(
         extra: "",
     };
     let (w, c) = write_configs(dir.path(), &broker.addr, &emu, &main_spec)?;
+    sys::reset_peak_rss();
     out.s = run_iotconnect(&w, &c, o.events, async { Ok(()) }, |_| {}).await?;
     out.peak_rss_mb = sys::peak_rss_mb();
     show("iotconnect", &out.s);
+    if o.only_iotconnect {
+        return Ok(out);
+    }
 
     if pinned && o.tutorial {
         for (batch, slot) in [(500usize, 0), (5, 1)] {
@@ -474,6 +478,14 @@ fn table(title: &str, s: &Session) {
 
 pub async fn run(o: Opts) -> anyhow::Result<()> {
     let n = sys::cores();
+    if o.only_iotconnect {
+        let s = session(&o, &[0], &[1.min(n - 1)], true).await?;
+        println!(
+            "{}",
+            serde_json::json!({"bench": "source-only", "events_per_s": r0(s.s.per_s()), "cpu_us_per_event": r1(s.s.cpu_us()), "load1": r2(s.s.load)})
+        );
+        return Ok(());
+    }
     let pinned = if n >= 2 && !o.no_pin {
         Some(session(&o, &[0], &[1], true).await?)
     } else {

@@ -9,11 +9,21 @@
 
 use std::time::Duration;
 
-/// The cores of this machine (0..n).
+/// The online cores of this machine (not of this process's affinity mask, which pinning narrows).
 pub fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        1
+    }
+}
+
+/// Resets this process's peak RSS (VmHWM) to its current RSS (`/proc/self/clear_refs`, value 5), so
+/// a phase's peak is its own.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Places every current thread of this process on `cores` (threads and processes started later
