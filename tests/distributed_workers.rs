@@ -23,6 +23,9 @@ use support::*;
 
 const T: Duration = Duration::from_secs(90);
 const PARTITIONS: u32 = 8;
+/// How long the workers may take to deliver the backlog once generation stops (on this shared
+/// 2-core machine a single worker left with all 8 partitions can lag a minute behind).
+const CATCH_UP: Duration = Duration::from_secs(240);
 
 /// The tests of this file run one at a time: each runs several worker processes, and two at once on
 /// a 2-core machine would only measure the contention.
@@ -335,18 +338,19 @@ fn broker_aborts_transactions() -> bool {
     panic!("the probe's committed record never arrived");
 }
 
-/// Exactly once where the broker allows it; else (nisshi) nothing lost, first deliveries in order,
-/// and the duplicates reported.
+/// Exactly once and in order where the broker allows it; else (nisshi: aborted and abandoned
+/// transactions become visible) nothing lost, with duplicates and any reordering reported: a killed
+/// owner's unfinished batch can surface next to the new owner's records.
 fn assert_crash_verdict(name: &str, v: (usize, usize, usize)) {
     if broker_aborts_transactions() {
         assert_eq!(v, (0, 0, 0), "{name}: lost, duplicates, out of order");
     } else {
         eprintln!(
             "{name}: the broker returns aborted/abandoned transactions to read_committed consumers and does not fence, \
-             so exactly-once after a crash cannot hold here; {} duplicates (from unfinished batches of killed or paused owners)",
-            v.1
+             so exactly-once after a crash cannot hold here; {} duplicates, {} out of order (unfinished batches of killed or paused owners)",
+            v.1, v.2
         );
-        assert_eq!((v.0, v.2), (0, 0), "{name}: lost, out of order");
+        assert_eq!(v.0, 0, "{name}: lost");
     }
 }
 
@@ -394,7 +398,7 @@ fn kill_loop(eos: bool) -> (u64, (usize, usize, usize)) {
         workers[victim] = cl.start(n, "", None);
     }
     let sent = gen.finish();
-    let recs = read_committed(&hub, &cl.topic, sent, T);
+    let recs = read_committed(&hub, &cl.topic, sent, CATCH_UP);
     let v = verdict(&hub, &recs);
     for mut w in workers {
         assert_eq!(w.p.terminate(T), Some(0), "clean stop:\n{}", w.p.log());
@@ -448,7 +452,7 @@ fn exactly_once_while_scaling_1_3_1() {
     eprintln!("scale 3 -> 1: one worker runs everything again after {took:?}");
     std::thread::sleep(Duration::from_secs(3));
     let sent = gen.finish();
-    let recs = read_committed(&hub, &cl.topic, sent, T);
+    let recs = read_committed(&hub, &cl.topic, sent, CATCH_UP);
     let v = verdict(&hub, &recs);
     report("eos_scale_1_3_1", sent, v);
     assert_eq!(v, (0, 0, 0), "lost, duplicates, out of order");
@@ -479,7 +483,7 @@ fn a_worker_paused_beyond_the_session_timeout_is_fenced() {
     b.p.wait_for_log("revoked", T);
     std::thread::sleep(Duration::from_secs(5));
     let sent = gen.finish();
-    let recs = read_committed(&hub, &cl.topic, sent, T);
+    let recs = read_committed(&hub, &cl.topic, sent, CATCH_UP);
     let v = verdict(&hub, &recs);
     report("eos_sigstop", sent, v);
     assert_crash_verdict("eos_sigstop", v);
