@@ -78,6 +78,8 @@ fn source_kill_9_at_random_points() {
 #[test]
 fn sink_kill_9_at_random_points() {
     let t0 = Instant::now();
+    // Its own sink name: the consumer group `connect-<name>` is shared state on the broker.
+    let snk_name = unique("snk");
     let reps = long_or(20, 5);
     let hub = Hub::start(4, EmulatorOptions::default());
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +87,7 @@ fn sink_kill_9_at_random_points() {
     create_topic(&broker().bootstrap, &topic, 4);
     let bootstrap = broker().bootstrap.clone();
     let (w, _) = worker_file(dir.path(), &bootstrap, "offset.flush.interval.ms=100\n");
-    let c = sink_file(dir.path(), "snk", &topic, &hub);
+    let c = sink_file(dir.path(), &snk_name, &topic, &hub);
     let mut out = C2dSent::default();
     // At most 10 messages per device and round, so even with duplicates a device's queue (50 on IoT
     // Hub) is never full.
@@ -114,7 +116,7 @@ fn sink_kill_9_at_random_points() {
         p.wait(T);
     }
     let mut p = start(&w, &[&c]);
-    wait_sink_committed(&bootstrap, "connect-snk", &topic, 4, &p);
+    wait_sink_committed(&bootstrap, &format!("connect-{snk_name}"), &topic, 4, &p);
     assert_eq!(p.terminate(T), Some(0), "{}", p.log());
     let check = check_hub_messages(&hub, &out);
     report("sink kill -9", reps, &check, t0);
@@ -126,6 +128,8 @@ fn sink_kill_9_at_random_points() {
 #[test]
 fn broker_stopped_under_load_and_restarted() {
     let t0 = Instant::now();
+    // Its own sink name: the consumer group `connect-<name>` is shared state on the broker.
+    let snk_name = unique("snk");
     let reps = long_or(3, 1);
     let outage = Duration::from_secs(long_or(30, 15) as u64);
     let mut kafka = RestartableBroker::start();
@@ -141,13 +145,13 @@ fn broker_stopped_under_load_and_restarted() {
         "offset.flush.interval.ms=500\n",
     );
     let src = source_file(dir.path(), "src", &src_topic, &hub);
-    let snk = sink_file(dir.path(), "snk", &sink_topic, &hub);
+    let snk = sink_file(dir.path(), &snk_name, &sink_topic, &hub);
     let mut sent = Sent::default();
     let mut out = C2dSent::default();
     sent.send(&hub, 1_000, 32);
     out.produce(&kafka.bootstrap, &sink_topic, 100, 2);
     let mut p = start(&w, &[&src, &snk]);
-    wait_tasks_running(rest, &["src", "snk"]);
+    wait_tasks_running(rest, &["src", snk_name.as_str()]);
     for _ in 0..reps {
         kafka.stop();
         // Hub events keep arriving while Kafka is away.
@@ -159,10 +163,16 @@ fn broker_stopped_under_load_and_restarted() {
         kafka.restart();
         out.produce(&kafka.bootstrap, &sink_topic, 100, 2);
         sent.send(&hub, 500, 32);
-        wait_tasks_running(rest, &["src", "snk"]);
+        wait_tasks_running(rest, &["src", snk_name.as_str()]);
     }
     wait_source_committed(dir.path(), "src", &hub);
-    wait_sink_committed(&kafka.bootstrap, "connect-snk", &sink_topic, 4, &p);
+    wait_sink_committed(
+        &kafka.bootstrap,
+        &format!("connect-{snk_name}"),
+        &sink_topic,
+        4,
+        &p,
+    );
     wait_until("the hub to hold every C2D message", T, || {
         check_hub_messages(&hub, &out).lost == 0
     });
@@ -177,6 +187,8 @@ fn broker_stopped_under_load_and_restarted() {
 #[test]
 fn hub_connections_dropped_every_2_s() {
     let t0 = Instant::now();
+    // Its own sink name: the consumer group `connect-<name>` is shared state on the broker.
+    let snk_name = unique("snk");
     let period = Duration::from_secs(long_or(120, 20) as u64);
     let hub = Hub::start(4, EmulatorOptions::default());
     let dir = tempfile::tempdir().unwrap();
@@ -187,11 +199,11 @@ fn hub_connections_dropped_every_2_s() {
     create_topic(&bootstrap, &sink_topic, 4);
     let (w, rest) = worker_file(dir.path(), &bootstrap, "offset.flush.interval.ms=500\n");
     let src = source_file(dir.path(), "src", &src_topic, &hub);
-    let snk = sink_file(dir.path(), "snk", &sink_topic, &hub);
+    let snk = sink_file(dir.path(), &snk_name, &sink_topic, &hub);
     let mut sent = Sent::default();
     let mut out = C2dSent::default();
     let mut p = start(&w, &[&src, &snk]);
-    wait_tasks_running(rest, &["src", "snk"]);
+    wait_tasks_running(rest, &["src", snk_name.as_str()]);
     let until = Instant::now() + period;
     let mut drops = 0;
     std::thread::scope(|s| {
@@ -211,7 +223,13 @@ fn hub_connections_dropped_every_2_s() {
         }
     });
     wait_source_committed(dir.path(), "src", &hub);
-    wait_sink_committed(&bootstrap, "connect-snk", &sink_topic, 4, &p);
+    wait_sink_committed(
+        &bootstrap,
+        &format!("connect-{snk_name}"),
+        &sink_topic,
+        4,
+        &p,
+    );
     assert_eq!(p.terminate(T), Some(0), "{}", p.log());
     let source = check_source_topic(&src_topic, &sent);
     let sink = check_hub_messages(&hub, &out);
@@ -232,6 +250,8 @@ fn hub_connections_dropped_every_2_s() {
 #[test]
 fn hub_unreachable_past_max_poll_interval_then_sigterm() {
     let t0 = Instant::now();
+    // Its own sink name: the consumer group `connect-<name>` is shared state on the broker.
+    let snk_name = unique("snk");
     let port = free_port();
     let opts = EmulatorOptions {
         amqp_listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -249,12 +269,12 @@ fn hub_unreachable_past_max_poll_interval_then_sigterm() {
          task.shutdown.graceful.timeout.ms=5000\n\
          consumer.max.poll.interval.ms=7000\n",
     );
-    let snk = sink_file(dir.path(), "snk", &topic, &hub);
+    let snk = sink_file(dir.path(), &snk_name, &topic, &hub);
     let mut out = C2dSent::default();
     out.produce(&bootstrap, &topic, 100, 2);
     let p = start(&w, &[&snk]);
-    wait_tasks_running(rest, &["snk"]);
-    wait_sink_committed(&bootstrap, "connect-snk", &topic, 4, &p);
+    wait_tasks_running(rest, &[snk_name.as_str()]);
+    wait_sink_committed(&bootstrap, &format!("connect-{snk_name}"), &topic, 4, &p);
     let before = check_hub_messages(&hub, &out);
     assert_eq!(before.lost, 0);
     // The hub goes away; the worker keeps getting records it cannot deliver.
@@ -276,7 +296,7 @@ fn hub_unreachable_past_max_poll_interval_then_sigterm() {
     // The final commit: every record the hub accepted is committed, nothing past the first one it
     // did not (the records produced during the outage).
     assert_eq!(
-        committed_offsets(&bootstrap, "connect-snk", &topic, 4),
+        committed_offsets(&bootstrap, &format!("connect-{snk_name}"), &topic, 4),
         accepted_ends,
         "committed exactly what the hub accepted: {}",
         p.log()
@@ -290,7 +310,7 @@ fn hub_unreachable_past_max_poll_interval_then_sigterm() {
     // The hub is back (same port, same keys); everything arrives after a restart.
     hub.restart(opts);
     let mut p = start(&w, &[&snk]);
-    wait_sink_committed(&bootstrap, "connect-snk", &topic, 4, &p);
+    wait_sink_committed(&bootstrap, &format!("connect-{snk_name}"), &topic, 4, &p);
     assert_eq!(p.terminate(T), Some(0), "{}", p.log());
     let mut check = check_hub_messages_with(&hub, &out, accepted_before);
     check.seconds_note = format!("stop took {:.1} s", took.as_secs_f64());

@@ -547,7 +547,7 @@ fn secrets_planted_in_every_input_never_leak() {
     );
     let sink = sink_file(
         d,
-        "snk",
+        "snk-secrets",
         &sink_topic,
         &hub,
         "${env:IOTCONNECT_TEST_SINK_CS}",
@@ -610,10 +610,10 @@ fn secrets_planted_in_every_input_never_leak() {
         "/connectors/src/tasks",
         "/connectors/src/tasks/0/status",
         "/connectors/src/offsets",
-        "/connectors/snk",
-        "/connectors/snk/config",
-        "/connectors/snk/tasks",
-        "/connectors/snk/offsets",
+        "/connectors/snk-secrets",
+        "/connectors/snk-secrets/config",
+        "/connectors/snk-secrets/tasks",
+        "/connectors/snk-secrets/offsets",
         "/connector-plugins",
         "/admin/loggers",
         "/metrics",
