@@ -6,8 +6,13 @@
 #   `iotin`, types the tutorial's cloud-to-device message into `iotout` and shows it reaching the device,
 #   then stops everything it started. Everything listens on 127.0.0.1 only.
 #
-#   scripts/demo.sh             (debug build; DEMO_RELEASE=1 for a release build)
+#   scripts/demo.sh             (debug build; DEMO_RELEASE=1 for a release build;
+#                               IOTCONNECT_BIN=dist/iotconnect runs that binary as the worker)
+#   scripts/demo.sh distributed (distributed mode: see scripts/demo-distributed.sh)
+# On a fresh Debian/Ubuntu machine it first installs the packages the build needs (scripts/setup.sh).
 set -euo pipefail
+# [dist] `scripts/demo.sh distributed`: two workers sharing a hub, one taking over (scripts/demo-distributed.sh)
+if [ "${1:-}" = distributed ]; then exec "$(dirname "$0")/demo-distributed.sh"; fi
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/iotconnect-demo.XXXXXX")"
@@ -23,10 +28,31 @@ cleanup() {
 trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "building iotconnect"
-if [ "${DEMO_RELEASE:-0}" = 1 ]; then cargo build --release --quiet --workspace; BIN="$ROOT/target/release/iotconnect";
-else cargo build --quiet --workspace; BIN="$ROOT/target/debug/iotconnect"; fi
-EMU_BIN="$(dirname "$BIN")/iotconnect-emulator"
+# What a fresh Debian/Ubuntu machine lacks (as root: installed; otherwise the exact command, then stop).
+scripts/setup.sh demo
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+if ! scripts/kafka-broker.sh installed 2>/dev/null; then
+  say "one-time: building the Kafka-protocol test broker (nisshi) from crates.io"
+  echo "This takes 12-15 minutes on 2 cores, once: it is cached in ~/.cache/iotconnect. Progress follows."
+fi
+scripts/kafka-broker.sh install
+
+if [ -d emulator ]; then EMU_PKG=(--workspace); else EMU_PKG=(); fi
+if [ -n "${IOTCONNECT_BIN:-}" ]; then
+  say "worker binary: $IOTCONNECT_BIN; building the IoT Hub emulator (debug)"
+  cargo build "${EMU_PKG[@]}"
+  BIN="$IOTCONNECT_BIN"
+else
+  say "building iotconnect (the first build compiles ~350 crates: several minutes on 2 cores; then seconds)"
+  if [ "${DEMO_RELEASE:-0}" = 1 ]; then cargo build --release "${EMU_PKG[@]}"; BIN="$TARGET_DIR/release/iotconnect";
+  else cargo build "${EMU_PKG[@]}"; BIN="$TARGET_DIR/debug/iotconnect"; fi
+fi
+# The emulator: its own binary next to the worker's, or (older layout) the `iotconnect emulator` subcommand.
+PROFILE=debug; [ "${DEMO_RELEASE:-0}" = 1 ] && [ -z "${IOTCONNECT_BIN:-}" ] && PROFILE=release
+if [ -x "$TARGET_DIR/$PROFILE/iotconnect-emulator" ]; then EMU=("$TARGET_DIR/$PROFILE/iotconnect-emulator")
+else EMU=("$TARGET_DIR/$PROFILE/iotconnect" emulator); fi
+say "Python test clients (confluent-kafka) in .venv"
 PY="$(scripts/python-env.sh)"   # Python confluent-kafka: the independent Kafka client
 
 say "starting the Kafka-protocol broker (nisshi, SQLite storage)"
@@ -38,7 +64,7 @@ for t in iotin iotout; do "$BROKER_BIN" topic create "$t" --partitions 8 --broke
 echo "broker at $BOOTSTRAP, topics iotin and iotout (8 partitions, as in the tutorial)"
 
 say "starting the IoT Hub emulator"
-"$EMU_BIN" --partitions 4 --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --no-auth \
+"${EMU[@]}" --partitions 4 --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --no-auth \
   >"$WORK/emulator.json" 2>"$WORK/emulator.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do [ -s "$WORK/emulator.json" ] && break; sleep 0.1; done
@@ -54,9 +80,6 @@ sed -e "s|^bootstrap.servers=.*|bootstrap.servers=$BOOTSTRAP|" \
     config/connect-standalone.properties >"$WORK/connect-standalone.properties"
 REST_PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sed -i "s|^listeners=.*|listeners=http://127.0.0.1:$REST_PORT|" "$WORK/connect-standalone.properties"
-# The test broker makes a new consumer group wait session.timeout.ms/2 before its first assignment
-# (librdkafka's default 45 s => 22 s); 6 s is also the smallest value a real Kafka broker accepts.
-printf 'consumer.session.timeout.ms=6000\nconsumer.heartbeat.interval.ms=2000\n' >>"$WORK/connect-standalone.properties"
 sed -e "s|^IotHub.EventHubCompatibleName=.*|IotHub.EventHubCompatibleName=$(info eventHubCompatibleName)|" \
     -e "s|^IotHub.EventHubCompatibleEndpoint=.*|IotHub.EventHubCompatibleEndpoint=$(info eventHubCompatibleEndpoint)|" \
     -e "s|^IotHub.AccessKeyValue=.*|IotHub.AccessKeyValue=$(info accessKeyValue)|" \

@@ -3,6 +3,7 @@
 # built from crates.io and cached outside the repository. It listens on 127.0.0.1 only.
 #
 #   scripts/kafka-broker.sh install            build/install once (~12-15 min cold, instant when cached)
+#   scripts/kafka-broker.sh installed          exit 0 when the cached broker is there (builds nothing)
 #   scripts/kafka-broker.sh start              start on $KAFKA_PORT (default 9092; 0 = a free port),
 #                                              wait until it answers Kafka requests, print HOST:PORT
 #   scripts/kafka-broker.sh stop               stop the broker this script started (by its PID file)
@@ -99,6 +100,7 @@ status() {
 
 case "${1:-}" in
   install) install ;;
+  installed) installed ;;
   start) start ;;
   stop) stop ;;
   status) status ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks config/iotconnect.service with systemd-analyze verify. The unit names
-# /usr/local/bin/iotconnect and /etc/iotconnect files, so the check runs against a private root
+# Checks config/iotconnect.service (the bare-binary install) with systemd-analyze verify. The unit names
+# /usr/local/bin/iotconnect and /etc/iotconnect files (scripts/check-deb.sh checks the packaged copy), so the check runs against a private root
 # (--root) holding the built binary and the sample files at those paths.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,11 +8,10 @@ bin="${IOTCONNECT_BIN:-target/debug/iotconnect}"
 [ -x "$bin" ] || cargo build --quiet
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root/usr/local/bin" "$root/etc/iotconnect/credentials" "$root/etc/systemd/system" "$root/bin"
+mkdir -p "$root/usr/local/bin" "$root/etc/iotconnect" "$root/etc/systemd/system" "$root/bin"
 cp "$bin" "$root/usr/local/bin/iotconnect"
 cp /bin/kill "$root/bin/kill"
 cp config/*.properties "$root/etc/iotconnect/"
-touch "$root/etc/iotconnect/credentials/secrets.properties"
 cp config/iotconnect.service "$root/etc/systemd/system/iotconnect.service"
 # The standard targets the unit depends on by default (sysinit.target, multi-user.target, ...).
 mkdir -p "$root/usr/lib/systemd"

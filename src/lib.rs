@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod connect;
+// [dist] distributed mode (issue 12)
+pub mod distributed;
 pub mod iothub;
 pub mod offsets;
 pub mod rest;

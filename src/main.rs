@@ -18,6 +18,9 @@ Examples:
   iotconnect offsets show /tmp/connect.offsets
   iotconnect offsets reset /tmp/connect.offsets --connector AzureIotHubConnector --partition 2
 
+  # A running worker at a glance (exit 1 when a task FAILED, 2 when the worker does not answer):
+  iotconnect status --url http://127.0.0.1:8083 [--user admin]
+
 Logging: IOTCONNECT_LOG=debug (RUST_LOG syntax), --log-format json.";
 
 #[derive(Parser)]
@@ -36,8 +39,12 @@ enum Command {
     Standalone(Files),
     /// Check the worker and connector files offline and print the effective configuration.
     Validate(Files),
+    /// [dist] Run connectors on several workers sharing the hub partitions (Kafka Connect's distributed mode).
+    Distributed(DistributedFiles),
     /// Read or edit the source offsets file (offset.storage.file.filename).
     Offsets(iotconnect::offsets::OffsetsArgs),
+    /// Show a running worker: connectors, tasks, partitions, lag, commits, C2D (exit 1 FAILED, 2 unreachable).
+    Status(iotconnect::rest::status::StatusArgs),
 }
 
 #[derive(Args)]
@@ -46,6 +53,18 @@ struct Files {
     worker: PathBuf,
     /// Connector files (connect-iothub-source.properties, connect-iothub-sink.properties).
     connectors: Vec<PathBuf>,
+}
+
+// [dist]
+#[derive(Args)]
+struct DistributedFiles {
+    /// The worker file (connect-distributed.properties).
+    worker: PathBuf,
+    /// Connector files: the same on every worker of the group.
+    connectors: Vec<PathBuf>,
+    /// Publish this worker's connector configurations to config.storage.topic even when the group's differ.
+    #[arg(long)]
+    replace_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +82,14 @@ fn main() -> ExitCode {
         Command::Validate(f) => iotconnect::worker::validate::run(&f.worker, &f.connectors),
         Command::Standalone(f) => {
             iotconnect::worker::standalone::main(f.worker, f.connectors, iotconnect::plugins())
+        }
+        Command::Status(args) => ExitCode::from(iotconnect::rest::status::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
+        Command::Distributed(f) => {
+            iotconnect::distributed::main(f.worker, f.connectors, f.replace_config)
         }
         Command::Offsets(args) => {
             let mut out = std::io::stdout().lock();

@@ -1,13 +1,16 @@
 //! C2D client against the project's IoT Hub emulator (real AMQP over loopback).
 
 use iotconnect::config::Secret;
+#[path = "../examples/bench/raw_c2d.rs"]
+mod raw_c2d;
+
 use iotconnect::iothub::c2d::{
-    raw_send_rate, AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed,
-    Completion, Outcome,
+    AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed, Completion, Outcome,
 };
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::iothub::ratelimit::Backoff;
 use iotconnect_emulator::{Emulator, EmulatorOptions};
+use raw_c2d::raw_send_rate;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -16,6 +16,9 @@ use fe2o3_amqp::types::messaging::{
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 use futures::FutureExt;
 use iotconnect::config::Secret;
+#[path = "../examples/bench/raw_c2d.rs"]
+mod raw_c2d;
+
 use iotconnect::iothub::c2d::{C2dClient, C2dMessage, C2dOptions, Outcome};
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::iothub::ratelimit::Backoff;
@@ -216,15 +219,9 @@ async fn measure_overhead_against_instant_peer() {
     tokio::spawn(serve(listener, 0, Arc::new(PeerState::default())));
     let devices: Vec<String> = (0..1000).map(|i| format!("dev-{i}")).collect();
     for round in 0..2 {
-        let raw = iotconnect::iothub::c2d::raw_send_rate(
-            &options(port),
-            n as u64,
-            &devices,
-            &[b'x'; 64],
-            64,
-        )
-        .await
-        .unwrap();
+        let raw = raw_c2d::raw_send_rate(&options(port), n as u64, &devices, &[b'x'; 64], 64)
+            .await
+            .unwrap();
         let client = Arc::new(C2dClient::connect(options(port)).await.unwrap());
         let t0 = std::time::Instant::now();
         let c2 = client.clone();

@@ -782,3 +782,293 @@ fn retry_timeout_turns_a_persistently_full_queue_into_a_dead_letter() {
     });
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
 }
+
+/// Issue 10.4: the hub is unreachable for longer than `max.poll.interval.ms`. The sink keeps its
+/// group membership (partitions paused, polling on), then SIGTERM stops it within
+/// `task.shutdown.graceful.timeout.ms` with a final commit of what finished; after the hub is
+/// back and the worker restarted, every record reaches the hub.
+#[test]
+fn hub_outage_longer_than_max_poll_interval_then_sigterm() {
+    let amqp_port = free_port();
+    let key = EmulatorOptions::default().service_key;
+    let hub_opts = || EmulatorOptions {
+        amqp_listen: std::net::SocketAddr::from(([127, 0, 0, 1], amqp_port)),
+        service_key: key.clone(),
+        ..Default::default()
+    };
+    let mut env = Env::new(hub_opts());
+    let topic = unique("outage");
+    create_topic(&env.bootstrap, &topic, 1);
+    let name = unique("sink-outage");
+    let w = env.worker_file(
+        "consumer.max.poll.interval.ms=7000\n\
+         task.shutdown.graceful.timeout.ms=5000\n",
+    );
+    let c = env.sink_file(&name, &topic, "IotHub.C2D.MaxInFlight=2\n");
+    let mut p = env.start(&w, std::slice::from_ref(&c));
+    produce_many(&env, &topic, "o", 10, 5);
+    wait_until("the first 10 delivered", Duration::from_secs(40), || {
+        delivered(&env, "o-").0 == 10
+    });
+    wait_until("the first 10 committed", Duration::from_secs(20), || {
+        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![10]
+    });
+    let mut before: Vec<String> = env
+        .emu()
+        .c2d_messages()
+        .into_iter()
+        .filter_map(|m| m.message_id)
+        .collect();
+
+    // Outage: the hub goes away; 200 more records arrive (more than the sink's 32 in flight).
+    let emu = env.emu.take().unwrap();
+    env.rt.block_on(emu.shutdown());
+    let values: Vec<String> = (10..210)
+        .map(|j| json(&format!("dev-{}", j % 5), &format!("o-{j}"), "x"))
+        .collect();
+    produce_strings(&env.bootstrap, &topic, &values);
+    p.wait_for_log(
+        "(hub unreachable): partitions paused",
+        Duration::from_secs(30),
+    );
+    // Keep the hub away for longer than max.poll.interval.ms (7 s), watching the group membership.
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(10) {
+        let log = p.log();
+        assert!(
+            !log.contains("maximum poll interval"),
+            "the consumer left the group during the outage:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1),
+        vec![10],
+        "nothing unsent is committed"
+    );
+    let lines_before_stop = p.lines.lock().unwrap().len();
+    let t0 = std::time::Instant::now();
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait(Duration::from_secs(20)), Some(0), "{}", p.log());
+    let took = t0.elapsed();
+    let log = p.log();
+    let after: String = log
+        .lines()
+        .skip(lines_before_stop)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        took < Duration::from_millis(6500),
+        "stopped in {took:?}, graceful timeout 5 s:\n{after}"
+    );
+    assert!(!after.contains("Graceful stop of task"), "{after}");
+    assert!(
+        after.contains("Committing offsets synchronously")
+            || after.contains("Stopping IotHubSink Task"),
+        "{after}"
+    );
+    assert!(!log.contains("maximum poll interval"), "{log}");
+
+    // The hub is back; a restarted worker delivers the rest; nothing is lost.
+    env.emu = Some(env.rt.block_on(Emulator::start(hub_opts())).unwrap());
+    let mut p2 = env.start(&w, &[c]);
+    wait_until("every record delivered", Duration::from_secs(90), || {
+        let mut ids = before.clone();
+        ids.extend(
+            env.emu()
+                .c2d_messages()
+                .into_iter()
+                .filter_map(|m| m.message_id),
+        );
+        ids.sort();
+        ids.dedup();
+        ids.len() == 210
+    });
+    wait_until("all committed", Duration::from_secs(30), || {
+        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![210]
+    });
+    before.clear();
+    assert_eq!(
+        p2.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        p2.log()
+    );
+}
+
+/// Issue 11.8: `topics.regex` matches whole topic names, as Connect does.
+#[test]
+fn topics_regex_matches_whole_topic_names() {
+    let env = Env::new(EmulatorOptions::default());
+    let base = unique("rx");
+    let other = format!("{base}out");
+    create_topic(&env.bootstrap, &base, 1);
+    create_topic(&env.bootstrap, &other, 1);
+    produce_strings(&env.bootstrap, &other, &[json("rx-dev", "rx-other", "no")]);
+    produce_strings(&env.bootstrap, &base, &[json("rx-dev", "rx-mine", "yes")]);
+    let name = unique("sink-regex");
+    let w = env.worker_file("");
+    let info = env.emu().info();
+    let c = write_file(
+        env.dir.path(),
+        &format!("{name}.properties"),
+        &format!(
+            "name={name}\n\
+             connector.class=IotHubSink\n\
+             topics.regex={base}\n\
+             IotHub.ConnectionString={}\n\
+             IotHub.CustomEndpoint={}\n",
+            info.service_connection_string.expose(),
+            info.amqp_endpoint
+        ),
+    );
+    let mut p = env.start(&w, &[c]);
+    wait_until(
+        "the matching topic's record arrives",
+        Duration::from_secs(40),
+        || !env.device_messages("rx-dev").is_empty(),
+    );
+    wait_until("committed", Duration::from_secs(20), || {
+        committed(&env.bootstrap, &format!("connect-{name}"), &base, 1) == vec![1]
+    });
+    // The other topic's record was produced first; had it been subscribed it would be there too.
+    let ids: Vec<Option<String>> = env
+        .device_messages("rx-dev")
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(ids, vec![Some("rx-mine".to_string())]);
+    assert_eq!(
+        committed(&env.bootstrap, &format!("connect-{name}"), &other, 1),
+        vec![-1]
+    );
+    assert!(!p.log().contains(&format!("{other}-0")), "{}", p.log());
+    assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
+}
+
+/// Issue 9.5: `iotconnect_c2d_sent_total` is current, not an `offset.flush.interval.ms` tick late.
+#[test]
+fn c2d_sent_metric_is_current() {
+    let env = Env::new(EmulatorOptions::default());
+    let topic = unique("metric");
+    create_topic(&env.bootstrap, &topic, 1);
+    let name = unique("sink-metric");
+    // A flush tick far beyond the test's deadlines.
+    let (w, port) = env.worker_file_port("offset.flush.interval.ms=600000\n");
+    let c = env.sink_file(&name, &topic, "");
+    let mut p = env.start(&w, &[c]);
+    p.wait_for_log(ASSIGNED, Duration::from_secs(40));
+    produce_many(&env, &topic, "met", 7, 3);
+    wait_until("7 delivered", Duration::from_secs(40), || {
+        delivered(&env, "met-").0 == 7
+    });
+    let sent = || -> f64 {
+        let body = env.rt.block_on(async {
+            reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        body.lines()
+            .filter(|l| l.starts_with("iotconnect_c2d_sent_total{") && l.contains(&name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    wait_until("the metric shows 7 sends", Duration::from_secs(5), || {
+        sent() >= 7.0
+    });
+    assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
+}
+
+/// Issue 10.7 (sink): `amqp://` to a non-loopback host is refused unless `IotHub.AllowPlaintext=true`;
+/// `IotHub.TrustedCaFile` makes an `amqps://` endpoint with a private CA work end to end.
+#[test]
+fn plaintext_needs_opt_in_and_a_private_ca_secures_amqps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let (cert, key, ca_file) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let env = Env::new(EmulatorOptions {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..Default::default()
+    });
+    let info = env.emu().info();
+    assert!(info.amqp_endpoint.starts_with("amqps://"));
+    let w = env.worker_file("");
+    let file = |name: &str, extra: &str| {
+        write_file(
+            env.dir.path(),
+            &format!("{name}.properties"),
+            &format!(
+                "name={name}\nconnector.class=IotHubSink\ntopics=t\n\
+                 IotHub.ConnectionString={}\n{extra}",
+                info.service_connection_string.expose()
+            ),
+        )
+    };
+    let validate = |c: &Path| {
+        let mut p = Process::spawn(
+            &[
+                "validate",
+                &w.display().to_string(),
+                &c.display().to_string(),
+            ],
+            &[],
+        );
+        let code = p.wait(Duration::from_secs(30));
+        let out = format!("{}\n{}", p.stdout.lock().unwrap().join("\n"), p.log());
+        (code, out)
+    };
+    let (code, out) = validate(&file(
+        "plain",
+        "IotHub.CustomEndpoint=amqp://10.20.30.40:5672\n",
+    ));
+    assert_eq!(code, Some(78), "{out}");
+    assert!(
+        out.contains("IotHub.CustomEndpoint") && out.contains("IotHub.AllowPlaintext"),
+        "{out}"
+    );
+    let (code, out) = validate(&file(
+        "plain-ok",
+        "IotHub.CustomEndpoint=amqp://10.20.30.40:5672\nIotHub.AllowPlaintext=true\n",
+    ));
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = validate(&file(
+        "loop",
+        "IotHub.CustomEndpoint=amqp://127.0.0.1:5672\n",
+    ));
+    assert_eq!(code, Some(0), "loopback needs no opt-in: {out}");
+
+    // amqps:// with the private CA: delivered.
+    let topic = unique("tls");
+    create_topic(&env.bootstrap, &topic, 1);
+    produce(&env.bootstrap, &topic, &[(None, TUTORIAL.as_bytes())]);
+    let name = unique("sink-tls");
+    let c = env.sink_file(
+        &name,
+        &topic,
+        &format!("IotHub.TrustedCaFile={}\n", ca_file.display()),
+    );
+    let mut p = env.start(&w, &[c]);
+    wait_until("delivered over TLS", Duration::from_secs(40), || {
+        !env.device_messages("myDeviceId").is_empty()
+    });
+    assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
+}

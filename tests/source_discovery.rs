@@ -24,6 +24,8 @@ fn source_config(emu: &Emulator, key: Option<&str>) -> SourceConfig {
         receive_timeout: Duration::from_secs(60),
         record_key: RecordKey::None,
         record_format: RecordFormat::Struct,
+        stall_timeout: Duration::from_secs(60),
+        transport: Default::default(),
     }
 }
 
@@ -49,15 +51,28 @@ async fn a_wrong_key_fails_the_connector_with_a_clear_message_and_no_secret() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
     let wrong = "d3Jvbmcta2V5LXRoYXQtbXVzdC1ub3QtbGVhaw==";
+    let t0 = std::time::Instant::now();
     let e = iotconnect::source::discover_partitions("conn", &source_config(&emu, Some(wrong)))
         .await
-        .expect_err("refused")
-        .to_string();
+        .expect_err("refused");
+    let e = format!("{e:#}");
     assert!(
         e.contains("Could not start IotHubSourceConnector conn"),
         "{e}"
     );
-    assert!(e.contains("after 5 attempts"), "{e}");
+    // A refused key is not a transient error: no retry rounds, the cause stated.
+    assert!(!e.contains("attempts"), "{e}");
+    assert!(e.contains("IoT Hub refused the access key"), "{e}");
+    assert!(e.contains("unauthorized"), "{e}");
+    assert!(
+        e.contains(&emu.info().amqp_endpoint),
+        "names the address dialled: {e}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "failed fast, not after retries: {:?}",
+        t0.elapsed()
+    );
     assert!(!e.contains(wrong), "the key must not appear: {e}");
     emu.shutdown().await;
 }

@@ -164,6 +164,16 @@ fn standalone_connects_and_stops_cleanly_on_sigterm() {
     let mut p = Process::spawn(&["standalone", w.to_str().unwrap()], &[]);
     p.wait_for_log("Kafka cluster ID:", Duration::from_secs(30));
     p.wait_for_log("Kafka Connect started", Duration::from_secs(30));
+    // `offsets reset` on a live worker's file fails clearly (the worker holds the file's lock).
+    let out = Command::new(iotconnect_bin())
+        .args(["offsets", "reset"])
+        .arg(dir.path().join("connect.offsets"))
+        .args(["--connector", "AzureIotHubConnector"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
     assert_eq!(p.terminate(Duration::from_secs(20)), Some(0), "{}", p.log());
     assert!(p.log().contains("Kafka Connect stopped"));
 }
@@ -243,4 +253,268 @@ fn json_log_format_writes_one_json_object_per_line() {
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
     }
     assert!(lines.iter().any(|l| l.contains("Stopping due to error")));
+}
+
+fn source_connector(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    write_file(
+        dir,
+        name,
+        &format!("name=src\nconnector.class=IotHubSource\n{body}"),
+    )
+}
+
+#[test]
+fn validate_suggests_misspelled_keys_warns_about_dropped_ports_and_refuses_zero_periods() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = worker_file(dir.path(), "127.0.0.1:9", "offset.flush.timeout.ms=-3\n");
+    // offset.flush.interval.ms=0 would panic tokio::time::interval: refused offline.
+    let text = std::fs::read_to_string(&w).unwrap().replace(
+        "offset.flush.interval.ms=1000",
+        "offset.flush.interval.ms=0",
+    );
+    std::fs::write(&w, text).unwrap();
+    let typo = source_connector(
+        dir.path(),
+        "typo.properties",
+        &format!(
+            "Kafka.Topc=iotin\nIotHub.ConnectionString=Endpoint=sb://127.0.0.1:5999/;SharedAccessKeyName=service;SharedAccessKey={SECRET_KEY};EntityPath=hub\n"
+        ),
+    );
+    let (code, out, _) = validate(&[&w, &typo]);
+    assert_eq!(code, 78, "{out}");
+    let wf = w.display().to_string();
+    assert!(
+        out.contains(&format!("{wf}:offset.flush.interval.ms: Invalid value 0 for configuration offset.flush.interval.ms: Value must be at least 1")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{wf}:offset.flush.timeout.ms: Invalid value -3")),
+        "{out}"
+    );
+    assert!(
+        out.contains("Missing required configuration \"Kafka.Topic\" which has no default value. The file has \"Kafka.Topc\": did you mean \"Kafka.Topic\"?"),
+        "{out}"
+    );
+
+    // Valid files: the port of an sb:// endpoint without IotHub.CustomEndpoint is warned about.
+    let w = worker_file(dir.path(), "127.0.0.1:9", "");
+    let port = source_connector(
+        dir.path(),
+        "port.properties",
+        &format!(
+            "Kafka.Topic=iotin\nIotHub.ConnectionString=Endpoint=sb://127.0.0.1:5999/;SharedAccessKeyName=service;SharedAccessKey={SECRET_KEY};EntityPath=hub\nBatchSze=5\n"
+        ),
+    );
+    let sink = write_file(
+        dir.path(),
+        "sink.properties",
+        &format!("name=snk\nconnector.class=IotHubSink\ntopics=iotout\nIotHub.ConnectionString=HostName=127.0.0.1:5998;SharedAccessKeyName=service;SharedAccessKey={SECRET_KEY}\n"),
+    );
+    let (code, out, err) = validate(&[&w, &port, &sink]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("port.properties:IotHub.ConnectionString: the endpoint carries port 5999, which the Event Hubs client drops")
+            && err.contains("set IotHub.CustomEndpoint=amqp://127.0.0.1:5999"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sink.properties:IotHub.ConnectionString: HostName carries port 5998")
+            && err.contains("IotHub.CustomEndpoint=amqp://127.0.0.1:5998"),
+        "{err}"
+    );
+    assert!(
+        err.contains("The configuration 'BatchSze' was supplied but isn't a known config. Did you mean 'BatchSize'?"),
+        "{err}"
+    );
+    // With IotHub.CustomEndpoint there is nothing to warn about.
+    let fixed = source_connector(
+        dir.path(),
+        "fixed.properties",
+        &format!(
+            "Kafka.Topic=iotin\nIotHub.ConnectionString=Endpoint=sb://127.0.0.1:5999/;SharedAccessKeyName=service;SharedAccessKey={SECRET_KEY};EntityPath=hub\nIotHub.CustomEndpoint=amqp://127.0.0.1:5999\n"
+        ),
+    );
+    let (code, _, err) = validate(&[&w, &fixed]);
+    assert_eq!(code, 0);
+    assert!(!err.contains("carries port"), "{err}");
+    assert!(!err.contains(SECRET_KEY));
+}
+
+#[test]
+fn kafka_unreachable_at_start_warns_every_few_seconds_naming_the_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(); // nothing listens there
+    let w = worker_file(
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        "default.api.timeout.ms=7500\n",
+    );
+    let mut p = Process::spawn(&["standalone", w.to_str().unwrap()], &[]);
+    assert_eq!(p.wait(Duration::from_secs(60)), Some(2), "{}", p.log());
+    let warns: Vec<String> = p
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l.contains(" WARN ")
+                && l.contains(&format!(
+                    "Kafka cluster at 127.0.0.1:{port} is not reachable yet"
+                ))
+        })
+        .cloned()
+        .collect();
+    assert!(warns.len() >= 2, "{}", p.log());
+    assert!(p.log().contains("did not answer within 7500 ms"));
+}
+
+#[test]
+fn offsets_reset_of_an_unknown_connector_says_so_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("connect.offsets");
+    let mut store = iotconnect::offsets::OffsetStore::new();
+    store.put(
+        "AzureIotHubConnector",
+        &[("EventHubName", "hub"), ("EventHubPartition", "0")],
+        None,
+    );
+    store.flush(&file).unwrap();
+    let run = |connector: &str| {
+        Command::new(iotconnect_bin())
+            .args([
+                "offsets",
+                "reset",
+                file.to_str().unwrap(),
+                "--connector",
+                connector,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("AzureIotHubConector");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds no offsets of connector AzureIotHubConector; connectors with offsets there: AzureIotHubConnector"),
+        "{err}"
+    );
+    assert_eq!(run("AzureIotHubConnector").status.code(), Some(0));
+}
+
+#[test]
+fn status_exits_2_when_no_worker_answers() {
+    let port = free_port();
+    let out = Command::new(iotconnect_bin())
+        .args(["status", "--url", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot connect to the worker at http://127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Java's `Properties.load(InputStream)` and iotconnect's parser agree on generated inputs (biased
+/// towards the format's special characters) and on random bytes: same entries, or both refuse.
+/// Needs a JDK (skipped with a notice without one).
+#[test]
+fn java_properties_parsing_matches_the_jdk_on_generated_inputs() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    if Command::new("javac").arg("-version").output().is_err() {
+        eprintln!("NOTICE: javac not found; skipping the properties cross-check against the JDK");
+        return;
+    }
+    let classes = tempfile::tempdir().unwrap();
+    let out = Command::new("javac")
+        .arg("-d")
+        .arg(classes.path())
+        .arg(Path::new(REPO).join("tests/java/PropsCheck.java"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut runner = TestRunner::deterministic();
+    let special = proptest::string::string_regex("[ab=: \\t\\x0c\\\\#!\\r\\nu0-9DEFé]{0,80}")
+        .unwrap()
+        .prop_map(|s| s.chars().map(|c| c as u32 as u8).collect::<Vec<u8>>());
+    let bytes = proptest::collection::vec(proptest::num::u8::ANY, 0..120);
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for i in 0..1500 {
+        let v = if i % 3 == 0 {
+            bytes.new_tree(&mut runner).unwrap().current()
+        } else {
+            special.new_tree(&mut runner).unwrap().current()
+        };
+        inputs.push(v);
+    }
+    let mut child = Command::new("java")
+        .arg("-cp")
+        .arg(classes.path())
+        .arg("PropsCheck")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let feed: String = inputs.iter().map(|i| format!("{}\n", hex(i))).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(feed.as_bytes()).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let java: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(java.len(), inputs.len());
+    let mut mismatches = Vec::new();
+    for (input, j) in inputs.iter().zip(&java) {
+        let ours = match iotconnect::config::properties::parse(input) {
+            Ok(p) => {
+                let mut s = String::from("OK");
+                for (k, v) in &p {
+                    s.push_str(&format!(" {}={}", hex(k.as_bytes()), hex(v.as_bytes())));
+                }
+                s
+            }
+            Err(_) => "ERR".to_string(),
+        };
+        let java_norm = if j.starts_with("ERR") {
+            "ERR"
+        } else {
+            j.as_str()
+        };
+        if ours != java_norm {
+            mismatches.push(format!(
+                "input {:?}\n  java: {j}\n  ours: {ours}",
+                String::from_utf8_lossy(input)
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} inputs differ from Java, e.g.:\n{}",
+        mismatches.len(),
+        inputs.len(),
+        mismatches
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -55,19 +55,28 @@ fn segment() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A query string, or none.
+fn query() -> impl Strategy<Value = String> {
+    prop::option::of("[a-z=&?%0-9-]{0,12}")
+        .prop_map(|q| q.map(|q| format!("?{q}")).unwrap_or_default())
+}
+
+/// Mostly the API's own routes (with arbitrary ids), sometimes arbitrary segments.
 fn path() -> impl Strategy<Value = String> {
-    (
-        prop::collection::vec(segment(), 0..6),
-        prop::option::of("[a-z=&?]{0,12}"),
-    )
-        .prop_map(|(segs, q)| {
-            let mut p = format!("/{}", segs.join("/"));
-            if let Some(q) = q {
-                p.push('?');
-                p.push_str(&q);
-            }
-            p
-        })
+    let id = "[a-zA-Z0-9%._~-]{0,12}";
+    let known = prop_oneof![
+        Just("/emulator/faults".to_string()),
+        Just("/emulator/generate".to_string()),
+        Just("/emulator/stats".to_string()),
+        Just("/emulator/c2d".to_string()),
+        id.prop_map(|d| format!("/devices/{d}/messages/events")),
+        id.prop_map(|d| format!("/devices/{d}/messages/deviceBound")),
+        (id, id).prop_map(|(d, e)| format!("/devices/{d}/messages/devicebound/{e}")),
+        (id, id).prop_map(|(d, e)| format!("/devices/{d}/messages/deviceBound/{e}/abandon")),
+    ];
+    let random =
+        prop::collection::vec(segment(), 0..6).prop_map(|segs| format!("/{}", segs.join("/")));
+    (prop_oneof![4 => known, 1 => random], query()).prop_map(|(p, q)| p + &q)
 }
 
 fn number() -> impl Strategy<Value = serde_json::Value> {
@@ -82,36 +91,44 @@ fn number() -> impl Strategy<Value = serde_json::Value> {
     ]
 }
 
-fn json_body() -> impl Strategy<Value = Vec<u8>> {
-    let key = prop_oneof![
-        Just("dropConnections"),
-        Just("refuseTokensSeconds"),
-        Just("serverBusySeconds"),
-        Just("throttleC2dSeconds"),
-        Just("freezePartition"),
-        Just("freezeSeconds"),
-        Just("freezeScope"),
-        Just("delayPartition"),
-        Just("delayMs"),
-        Just("delaySeconds"),
-        Just("events"),
-        Just("size"),
-        Just("devices"),
-        Just("other"),
-    ];
-    prop::collection::vec((key, number()), 0..5).prop_map(|kv| {
+fn object(keys: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec((prop::sample::select(keys), number()), 0..4).prop_map(|kv| {
         let m: serde_json::Map<String, serde_json::Value> =
             kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         serde_json::to_vec(&m).unwrap()
     })
 }
 
+const FAULT_KEYS: &[&str] = &[
+    "dropConnections",
+    "refuseTokensSeconds",
+    "serverBusySeconds",
+    "throttleC2dSeconds",
+    "freezePartition",
+    "freezeSeconds",
+    "freezeScope",
+    "delayPartition",
+    "delayMs",
+    "delaySeconds",
+];
+const GENERATE_KEYS: &[&str] = &["events", "size", "devices"];
+const ANY_KEYS: &[&str] = &["freezeSeconds", "delayMs", "events", "devices", "other"];
+
+/// JSON objects with the fault keys, the generate keys, or a mix, and awkward values.
+fn json_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => object(FAULT_KEYS),
+        2 => object(GENERATE_KEYS),
+        1 => object(ANY_KEYS),
+    ]
+}
+
 fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        json_body(),
-        prop::collection::vec(any::<u8>(), 0..64),
-        Just(br#"{"freezePartition":"0","freezeSeconds":0.01,"freezeScope":"links"}"#.to_vec()),
-        Just(br#"{"events":3,"size":10,"devices":2}"#.to_vec()),
+        6 => json_body(),
+        1 => prop::collection::vec(any::<u8>(), 0..64),
+        1 => Just(br#"{"freezePartition":"0","freezeSeconds":0.01,"freezeScope":"links"}"#.to_vec()),
+        1 => Just(br#"{"events":3,"size":10,"devices":2}"#.to_vec()),
     ]
 }
 
@@ -128,18 +145,18 @@ fn auth() -> impl Strategy<Value = Option<String>> {
 
 fn method() -> impl Strategy<Value = Method> {
     prop_oneof![
-        Just(Method::GET),
-        Just(Method::POST),
-        Just(Method::DELETE),
-        Just(Method::PUT),
-        Just(Method::PATCH),
-        Just(Method::HEAD),
-        Just(Method::OPTIONS),
+        3 => Just(Method::GET),
+        6 => Just(Method::POST),
+        2 => Just(Method::DELETE),
+        1 => Just(Method::PUT),
+        1 => Just(Method::PATCH),
+        1 => Just(Method::HEAD),
+        1 => Just(Method::OPTIONS),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
     #[test]
     fn never_500_never_panics(m in method(), p in path(), b in body(), a in auth()) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -151,7 +168,10 @@ proptest! {
                     req = req.header("authorization", v);
                 }
             }
-            let req = req.header("content-type", "application/json").body(Body::from(b.clone())).unwrap();
+            // A path the URI parser refuses never reaches a server: nothing to check.
+            let Ok(req) = req.header("content-type", "application/json").body(Body::from(b.clone())) else {
+                return axum::http::StatusCode::OK;
+            };
             app.oneshot(req).await.unwrap().status()
         });
         prop_assert!(status.as_u16() < 500, "{m} {p} {:?} -> {status}", String::from_utf8_lossy(&b));

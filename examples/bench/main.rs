@@ -12,6 +12,7 @@
 //! counted as iotconnect's. Every mode prints a table and, as its last line, one JSON object. The
 //! bench measures; it asserts nothing.
 
+mod raw_c2d;
 mod sink;
 mod soak;
 mod source;

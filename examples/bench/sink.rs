@@ -4,7 +4,7 @@
 //! 1. Starts the IoT Hub emulator in-process and, without `--bootstrap`, a broker
 //!    (`scripts/kafka-broker.sh bin`, SQLite storage in a temp dir).
 //! 2. Fills a fresh `iotout-…` topic (4 partitions) with N tutorial-shaped JSON records for D devices.
-//! 3. Base: `iothub::c2d::raw_send_rate` (bare fe2o3-amqp sender, same authentication, same window)
+//! 3. Base: `raw_c2d::raw_send_rate` (bare fe2o3-amqp sender, same authentication, same window)
 //!    sends N messages to D other devices.
 //! 4. Runs the sink connector (the real worker, in-process) from the first to the last accepted
 //!    message: sends/s, p50/p99 send latency (last transfer → settlement), peak RSS.
@@ -13,8 +13,9 @@
 //!
 //! The last line is one JSON object.
 
+use crate::raw_c2d::raw_send_rate;
 use iotconnect::config::load_all;
-use iotconnect::iothub::c2d::{raw_send_rate, C2dOptions};
+use iotconnect::iothub::c2d::C2dOptions;
 use iotconnect::iothub::connstr::IotHubConnectionString;
 use iotconnect::sink::stats;
 use iotconnect_emulator::{Emulator, EmulatorOptions};

@@ -130,27 +130,15 @@ pub struct SourceConfig {
     pub receive_timeout: Duration,
     pub record_key: RecordKey,
     pub record_format: RecordFormat,
+    /// `IotHub.StallTimeout`: a partition silent this long while the hub has newer events is
+    /// reopened (source/stall.rs); zero disables the watchdog.
+    pub stall_timeout: Duration,
+    /// `IotHub.TransportType`, `IotHub.AllowPlaintext` (read by source/transport.rs).
+    pub transport: crate::source::transport::SourceTransport,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ack {
-    None,
-    Full,
-    PositiveOnly,
-    NegativeOnly,
-}
-
-impl Ack {
-    /// The `iothub-ack` value IoT Hub documents.
-    pub fn wire_value(self) -> &'static str {
-        match self {
-            Ack::None => "none",
-            Ack::Full => "full",
-            Ack::PositiveOnly => "positive",
-            Ack::NegativeOnly => "negative",
-        }
-    }
-}
+/// `IotHub.MessageDeliveryAcknowledgement`: the one ack enum, defined with the C2D message.
+pub use crate::iothub::c2d::AckMode as Ack;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Topics {
@@ -164,13 +152,16 @@ pub struct SinkConfig {
     /// IoT Hub service connection string (`HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`).
     pub connection_string: Secret,
     pub ack: Ack,
-    pub custom_endpoint: Option<String>,
+    /// `IotHub.CustomEndpoint`, `IotHub.TransportType`, `IotHub.AllowPlaintext`,
+    /// `IotHub.TrustedCaFile`, `IotHub.Proxy`.
+    pub hub: HubTransport,
     pub max_in_flight: usize,
     pub max_sends_per_second: u32,
     pub feedback_topic: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+/// One connector file, typed. `Debug` masks secret values (see [`super::masked_map`]).
+#[derive(Clone)]
 pub struct ConnectorConfig {
     pub file: LoadedFile,
     pub name: String,
@@ -185,6 +176,31 @@ pub struct ConnectorConfig {
     pub source: Option<SourceConfig>,
     pub sink: Option<SinkConfig>,
     pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for ConnectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorConfig")
+            .field("file", &self.file)
+            .field("name", &self.name)
+            .field("class", &self.class)
+            .field("kind", &self.kind)
+            .field("tasks_max", &self.tasks_max)
+            .field("key_converter", &self.key_converter)
+            .field("value_converter", &self.value_converter)
+            .field(
+                "producer_override",
+                &super::masked_map(&self.producer_override),
+            )
+            .field(
+                "consumer_override",
+                &super::masked_map(&self.consumer_override),
+            )
+            .field("errors", &self.errors)
+            .field("source", &self.source)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectorConfig {
@@ -241,16 +257,41 @@ impl ConnectorConfig {
                 "a dead letter queue is only available for sink connectors",
             );
         }
-        let mut warnings: Vec<String> = r
-            .unknown_keys()
-            .into_iter()
-            .map(|key| {
-                format!(
-                    "{}:{key}: The configuration '{key}' was supplied but isn't a known config.",
+        let mut warnings: Vec<String> = r.unknown_key_warnings();
+        if let Some(Some(s)) = &source {
+            if let (Some(port), None) = (endpoint_port(&s.connection.endpoint), &s.custom_endpoint)
+            {
+                let key = if file.resolved.contains_key("IotHub.ConnectionString") {
+                    "IotHub.ConnectionString"
+                } else {
+                    "IotHub.EventHubCompatibleEndpoint"
+                };
+                let host = s.connection.host().split(':').next().unwrap_or_default();
+                warnings.push(format!(
+                    "{}:{key}: the endpoint carries port {port}, which the Event Hubs client drops (it always dials \
+                     {host}:5671 over TLS); to reach port {port} set IotHub.CustomEndpoint=amqp://{host}:{port} \
+                     (or amqps://{host}:{port})",
                     file.display_name()
-                )
-            })
-            .collect();
+                ));
+            }
+        }
+        if let Some(Some(s)) = &sink {
+            if s.hub.custom_endpoint.is_none() {
+                if let Ok(cs) =
+                    crate::iothub::connstr::IotHubConnectionString::parse(&s.connection_string)
+                {
+                    if let Some(port) = cs.port() {
+                        warnings.push(format!(
+                            "{}:IotHub.ConnectionString: HostName carries port {port}: without IotHub.CustomEndpoint the \
+                             sink dials amqps://{host}:{port} (TLS); for a plain AMQP endpoint such as the emulator set \
+                             IotHub.CustomEndpoint=amqp://{host}:{port}",
+                            file.display_name(),
+                            host = cs.host()
+                        ));
+                    }
+                }
+            }
+        }
         if let Some(Some(s)) = &source {
             if s.batch_size > 999 {
                 warnings.push(format!(
@@ -311,25 +352,118 @@ fn read_errors(r: &mut Reader) -> ErrorsConfig {
     }
 }
 
+/// The explicit port of an `sb://host:port/` style endpoint.
+fn endpoint_port(endpoint: &str) -> Option<u16> {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
 fn filled(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty() && s != PLACEHOLDER)
 }
 
-fn check_custom_endpoint(r: &mut Reader) -> Option<String> {
-    let v = filled(r.string("IotHub.CustomEndpoint"))?;
-    let ok = ["amqp://", "amqps://"].iter().any(|s| {
-        v.strip_prefix(s)
-            .and_then(|rest| rest.trim_end_matches('/').rsplit_once(':'))
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+/// `IotHub.TransportType`: AMQP over TCP (port 5671) or over WebSockets (port 443).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportType {
+    #[default]
+    Amqp,
+    AmqpWebSockets,
+}
+
+/// How to reach the hub (source and sink use the same keys).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HubTransport {
+    /// `IotHub.CustomEndpoint`: `amqp(s)://host:port` or `ws(s)://host[:port][/path]`.
+    pub custom_endpoint: Option<String>,
+    /// `IotHub.TransportType` (`Amqp` default, `AmqpWebSockets`).
+    pub transport: TransportType,
+    /// `IotHub.AllowPlaintext`: allow an unencrypted custom endpoint on a non-loopback host.
+    pub allow_plaintext: bool,
+    /// `IotHub.TrustedCaFile`: PEM CA bundle trusted instead of the public roots.
+    pub trusted_ca_file: Option<std::path::PathBuf>,
+    /// `IotHub.Proxy`: `http://[user:pass@]host:port` for WebSockets (else `HTTPS_PROXY`).
+    pub proxy: Option<String>,
+}
+
+/// True for `localhost`, 127.0.0.0/8 and ::1 (with or without brackets).
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads the transport keys; problems are reported on the key they concern.
+pub fn read_hub_transport(r: &mut Reader) -> Option<HubTransport> {
+    let before = r.problems.len();
+    let transport = match r
+        .one_of("IotHub.TransportType", "Amqp", &["Amqp", "AmqpWebSockets"])
+        .as_str()
+    {
+        "AmqpWebSockets" => TransportType::AmqpWebSockets,
+        _ => TransportType::Amqp,
+    };
+    let allow_plaintext = r.boolean("IotHub.AllowPlaintext", false);
+    let custom_endpoint = filled(r.string("IotHub.CustomEndpoint")).and_then(|v| {
+        let v = v.trim_end_matches('/').to_string();
+        let (scheme, rest) = v.split_once("://").unwrap_or_default();
+        let scheme = scheme.to_ascii_lowercase();
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+            _ => (authority, None),
+        };
+        let port_ok = port.is_some_and(|p| p.parse::<u16>().is_ok());
+        let ok = match scheme.as_str() {
+            "amqp" | "amqps" => !host.is_empty() && port_ok,
+            "ws" | "wss" => !host.is_empty() && (port.is_none() || port_ok),
+            _ => false,
+        };
+        if !ok {
+            r.problem(
+                "IotHub.CustomEndpoint",
+                "Invalid value: expected amqp://host:port, amqps://host:port, ws://host:port[/path] or wss://host[:port][/path]",
+            );
+            return None;
+        }
+        if (scheme == "amqp" || scheme == "ws") && !allow_plaintext && !is_loopback_host(host) {
+            r.problem(
+                "IotHub.CustomEndpoint",
+                format!("{scheme}:// to {host} would send the IoT Hub credentials unencrypted; use {scheme}s:// or set IotHub.AllowPlaintext=true"),
+            );
+            return None;
+        }
+        Some(v)
     });
-    if !ok {
-        r.problem(
-            "IotHub.CustomEndpoint",
-            format!("Invalid value {v}: expected amqp://host:port or amqps://host:port"),
-        );
+    let trusted_ca_file = filled(r.string("IotHub.TrustedCaFile")).map(std::path::PathBuf::from);
+    if let Some(p) = &trusted_ca_file {
+        if let Err(e) = std::fs::metadata(p) {
+            r.problem(
+                "IotHub.TrustedCaFile",
+                format!("cannot read {}: {e}", p.display()),
+            );
+        }
+    }
+    let proxy = filled(r.string("IotHub.Proxy"));
+    if let Some(p) = &proxy {
+        if !p.to_ascii_lowercase().starts_with("http://") {
+            r.problem(
+                "IotHub.Proxy",
+                "Invalid value: expected http://[user:password@]host:port",
+            );
+        }
+    }
+    if r.problems.len() > before {
         return None;
     }
-    Some(v.trim_end_matches('/').to_string())
+    Some(HubTransport {
+        custom_endpoint,
+        transport,
+        allow_plaintext,
+        trusted_ca_file,
+        proxy,
+    })
 }
 
 fn read_source(r: &mut Reader) -> Option<SourceConfig> {
@@ -380,6 +514,17 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
             }
         }
     } else {
+        if let Some(k) = r
+            .misspelling_of("IotHub.ConnectionString")
+            .map(str::to_string)
+        {
+            r.problem(
+                "IotHub.ConnectionString",
+                format!(
+                    "not set, but the file has \"{k}\": did you mean \"IotHub.ConnectionString\"?"
+                ),
+            );
+        }
         let name = r.required("IotHub.EventHubCompatibleName");
         let endpoint = r.required("IotHub.EventHubCompatibleEndpoint");
         let key_name = r.required("IotHub.AccessKeyName");
@@ -431,7 +576,9 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
             _ => None,
         }
     };
-    let custom_endpoint = check_custom_endpoint(r);
+    let hub = read_hub_transport(r);
+    let custom_endpoint = hub.as_ref().and_then(|h| h.custom_endpoint.clone());
+    let transport = crate::source::transport::for_source(r, hub.as_ref());
     let consumer_group = r
         .non_empty("IotHub.ConsumerGroup")
         .unwrap_or_else(|| "$Default".into());
@@ -480,6 +627,7 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
         "raw" => RecordFormat::Raw,
         _ => RecordFormat::Struct,
     };
+    let stall_timeout = Duration::from_secs(r.int("IotHub.StallTimeout", 60, 0, 86_400) as u64);
     if r.problems.len() > before {
         return None;
     }
@@ -495,6 +643,8 @@ fn read_source(r: &mut Reader) -> Option<SourceConfig> {
         receive_timeout,
         record_key,
         record_format,
+        stall_timeout,
+        transport,
     })
 }
 
@@ -550,9 +700,14 @@ fn read_sink(r: &mut Reader, errors: &ErrorsConfig) -> Option<SinkConfig> {
             None
         }
         None => {
+            let hint = r
+                .misspelling_of("IotHub.ConnectionString")
+                .map_or(String::new(), |k| {
+                    format!(" The file has \"{k}\": did you mean \"IotHub.ConnectionString\"?")
+                });
             r.problem(
                 "IotHub.ConnectionString",
-                "Missing required configuration \"IotHub.ConnectionString\" (HostName=<hub>.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=…)",
+                format!("Missing required configuration \"IotHub.ConnectionString\" (HostName=<hub>.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=…).{hint}"),
             );
             None
         }
@@ -576,11 +731,11 @@ fn read_sink(r: &mut Reader, errors: &ErrorsConfig) -> Option<SinkConfig> {
         .as_str()
     {
         "Full" => Ack::Full,
-        "PositiveOnly" => Ack::PositiveOnly,
-        "NegativeOnly" => Ack::NegativeOnly,
+        "PositiveOnly" => Ack::Positive,
+        "NegativeOnly" => Ack::Negative,
         _ => Ack::None,
     };
-    let custom_endpoint = check_custom_endpoint(r);
+    let hub = read_hub_transport(r);
     let max_in_flight = r.int("IotHub.C2D.MaxInFlight", 64, 1, 10_000) as usize;
     let max_sends_per_second = r.int("IotHub.C2D.MaxSendsPerSecond", 0, 0, 1_000_000) as u32;
     let feedback_topic = filled(r.string("IotHub.FeedbackTopic"));
@@ -597,7 +752,7 @@ fn read_sink(r: &mut Reader, errors: &ErrorsConfig) -> Option<SinkConfig> {
         topics: topics?,
         connection_string: connection_string?,
         ack,
-        custom_endpoint,
+        hub: hub?,
         max_in_flight,
         max_sends_per_second,
         feedback_topic,

@@ -4,11 +4,16 @@
 //! as `FILE:KEY: message`, and no message ever contains the value of a secret key.
 
 pub mod connector;
+// [dist] connect-distributed.properties
+pub mod distributed;
 pub mod kafka;
 pub mod problem;
 pub mod properties;
+#[cfg(test)]
+mod proptests;
 pub mod providers;
 pub mod reader;
+pub mod rest;
 pub mod secret;
 pub mod worker;
 
@@ -24,7 +29,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// One properties file: what it says and what it means once `${provider:…}` references are resolved.
-#[derive(Clone, Debug)]
+///
+/// `Debug` shows [`LoadedFile::masked`] only: never a secret value, never a resolved reference.
+#[derive(Clone)]
 pub struct LoadedFile {
     pub path: PathBuf,
     /// As written (references unresolved). REST and `validate` show these, as Kafka's REST GET does.
@@ -86,12 +93,42 @@ impl LoadedFile {
     }
 }
 
-/// Keys whose values are secrets (Kafka's PASSWORD-typed keys plus the IoT Hub connector's).
+impl std::fmt::Debug for LoadedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedFile")
+            .field("path", &self.path)
+            .field("config", &self.masked())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A map of settings as it is safe to show: values of secret keys as `[hidden]` (for `Debug`).
+pub fn masked_map(map: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    map.iter()
+        .map(|(k, v)| {
+            let shown = if is_secret_key(k) {
+                secret::HIDDEN
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), shown)
+        })
+        .collect()
+}
+
+/// Keys whose values are secrets: Kafka's PASSWORD-typed keys (`*password`, `sasl.jaas.config`,
+/// `*secret*`, key material), the IoT Hub connector's keys and connection strings, and anything
+/// named like a token or credentials (`*token*`, `*credentials*`, `*basic.auth.user.info`), and
+/// `IotHub.Proxy` (its URL may carry `user:password@`).
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.ends_with("password")
         || k.ends_with("sasl.jaas.config")
         || k.contains("secret")
+        || k.contains("token")
+        || k.contains("credentials")
+        || k.ends_with("basic.auth.user.info")
+        || k.ends_with("iothub.proxy")
         || k.ends_with("iothub.accesskeyvalue")
         || k.ends_with("iothub.connectionstring")
         || k.ends_with("sharedaccesskey")
@@ -106,11 +143,21 @@ pub const STRING_CONVERTER: &str = "org.apache.kafka.connect.storage.StringConve
 pub const BYTE_ARRAY_CONVERTER: &str = "org.apache.kafka.connect.converters.ByteArrayConverter";
 pub const CONVERTERS: &[&str] = &[JSON_CONVERTER, STRING_CONVERTER, BYTE_ARRAY_CONVERTER];
 
-/// `key.converter` / `value.converter` and their `<prefix>.*` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `key.converter` / `value.converter` and their `<prefix>.*` settings (`Debug` masks secrets, e.g.
+/// `value.converter.basic.auth.user.info`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConverterSpec {
     pub class: String,
     pub props: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ConverterSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConverterSpec")
+            .field("class", &self.class)
+            .field("props", &masked_map(&self.props))
+            .finish()
+    }
 }
 
 impl ConverterSpec {
@@ -144,7 +191,8 @@ impl ConverterSpec {
     }
 }
 
-/// Everything `iotconnect standalone` / `validate` needs, loaded and checked.
+/// Everything `iotconnect standalone` / `validate` needs, loaded and checked. `Debug` hides secrets
+/// (every part's own `Debug` does).
 #[derive(Debug)]
 pub struct Loaded {
     pub worker: WorkerConfig,
@@ -234,5 +282,56 @@ pub fn load_all(worker_path: &Path, connector_paths: &[PathBuf]) -> Result<Loade
             problems,
             warnings,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_keys_include_tokens_credentials_and_basic_auth_user_info() {
+        for k in [
+            "sasl.jaas.config",
+            "producer.ssl.key.password",
+            "IotHub.AccessKeyValue",
+            "IotHub.ConnectionString",
+            "sasl.oauthbearer.client.secret",
+            "IotHub.SasToken",
+            "my.api.token.value",
+            "cloud.credentials",
+            "gcp.credentials.json",
+            "basic.auth.user.info",
+            "value.converter.basic.auth.user.info",
+            "ssl.keystore.key",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        assert!(!is_secret_key("bootstrap.servers"));
+        assert!(!is_secret_key("IotHub.AccessKeyName"));
+        assert!(!is_secret_key("Kafka.Topic"));
+    }
+
+    #[test]
+    fn debug_of_loaded_file_shows_masked_values_and_references_only() {
+        let mut raw = Properties::new();
+        raw.insert("IotHub.AccessKeyValue".into(), "k3y-value".into());
+        raw.insert("my.token".into(), "t0ken".into());
+        raw.insert("note".into(), "${env:X}".into());
+        let mut resolved = raw.clone();
+        resolved.insert("note".into(), "res0lved".into());
+        let f = LoadedFile {
+            path: "f.properties".into(),
+            raw,
+            resolved,
+        };
+        let shown = format!("{f:?} {f:#?}");
+        for s in ["k3y-value", "t0ken", "res0lved"] {
+            assert!(!shown.contains(s), "{shown}");
+        }
+        assert!(
+            shown.contains("${env:X}") && shown.contains("[hidden]"),
+            "{shown}"
+        );
     }
 }

@@ -1,14 +1,21 @@
 //! Java `.properties` files, read exactly as `java.util.Properties.load(InputStream)` reads them.
 //!
-//! The `java-properties` crate does the parsing (separators, comments, continuations, escapes). Two inputs
-//! where it differs from Java are normalised first (crates.md §6):
-//! * a dangling backslash at the end of the file: Java keeps the entry (`a=1\` gives `a=1`), the crate
-//!   would drop it;
-//! * escaped UTF-16 surrogate pairs (`\uD83D\uDE00`): Java joins them into one character, the crate
-//!   rejects them. A lone escaped surrogate becomes U+FFFD.
+//! The two steps of Java's reader, implemented here from its specification:
+//! * **logical lines**: leading blanks (space, tab, form feed) skipped; blank lines and comment lines
+//!   (first non-blank character `#` or `!` while the logical line is still empty, so also right after
+//!   a continued line that held only a backslash) skipped, and a comment line is never continued; an odd
+//!   number of backslashes before a line terminator (`\n`, `\r`, `\r\n`) continues the line, the next
+//!   line's leading blanks dropped; at the end of the input a dangling backslash is dropped (so a file
+//!   that is just `\` holds one entry with an empty key);
+//! * **key and value**: the key ends at the first unescaped `=`, `:` or blank; blanks and at most one
+//!   `=`/`:` after it are skipped; escapes `\t \n \r \f \uXXXX` are decoded in both, any other escaped
+//!   character stands for itself, and a malformed `\uXXXX` makes the whole load fail (Java's
+//!   `IllegalArgumentException`). Java strings are UTF-16: escaped surrogate pairs join into one
+//!   character, an unpaired surrogate becomes U+FFFD.
 //!
 //! Files are ISO-8859-1, as in Java: every byte is one character, and other characters must be written
-//! as `\uXXXX` escapes.
+//! as `\uXXXX` escapes. The last of duplicate keys wins. `tests/worker_cli.rs` compares this parser
+//! with the JDK on generated inputs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,92 +52,162 @@ pub fn load_file(path: &Path) -> Result<Properties, PropertiesError> {
     })
 }
 
-/// Parses properties from ISO-8859-1 bytes. The error carries a line number (1-based) and a message.
-pub fn parse(bytes: &[u8]) -> Result<Properties, (usize, String)> {
-    // ISO-8859-1: byte n is U+00nn.
-    let text: String = bytes.iter().map(|&b| b as char).collect();
-    let text = join_surrogate_escapes(&strip_dangling_backslash(&text));
-    let mut props = Properties::new();
-    java_properties::PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8)
-        .read_into(|k, v| {
-            props.insert(k, v);
-        })
-        .map_err(|e| {
-            (
-                e.line_number().unwrap_or(0),
-                e.to_string()
-                    .trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ')
-                    .to_string(),
-            )
-        })?;
-    Ok(props)
+fn is_blank(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | 0x0c)
 }
 
-/// `a=1\` at the very end (optionally followed by line terminators) is `a=1` in Java.
-fn strip_dangling_backslash(text: &str) -> String {
-    let body = text.trim_end_matches(['\n', '\r']);
-    let last_line = body.rsplit(['\n', '\r']).next().unwrap_or("");
-    let trailing = last_line.chars().rev().take_while(|&c| c == '\\').count();
-    if trailing % 2 == 1 && !is_comment(last_line) {
-        body[..body.len() - 1].to_string()
-    } else {
-        text.to_string()
-    }
-}
-
-fn is_comment(line: &str) -> bool {
-    matches!(
-        line.trim_start_matches([' ', '\t', '\x0c']).chars().next(),
-        Some('#') | Some('!')
-    )
-}
-
-/// Replaces `\uD8xx\uDCxx` (an escaped surrogate pair) with the character it encodes, and a lone
-/// escaped surrogate with U+FFFD. Escaped backslashes (`\\uD83D`) are left alone.
-fn join_surrogate_escapes(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    let hex_at = |i: usize| -> Option<u32> {
-        if i + 6 <= chars.len() && chars[i] == '\\' && chars[i + 1] == 'u' {
-            let s: String = chars[i + 2..i + 6].iter().collect();
-            u32::from_str_radix(&s, 16).ok()
-        } else {
-            None
+/// Splits the input into logical lines: `(first physical line number, characters)`.
+fn logical_lines(bytes: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
+    let mut physical = 1;
+    let mut first_line = 1;
+    let mut skip_blanks = true;
+    let mut continued = false; // skipping the blanks that start a continuation line
+    let mut at_start = true;
+    let mut comment = false;
+    let mut backslash = false;
+    let mut skip_lf = false;
+    for &c in bytes {
+        if skip_lf {
+            skip_lf = false;
+            if c == b'\n' {
+                continue;
+            }
         }
-    };
-    while i < chars.len() {
-        if chars[i] == '\\' {
-            if let Some(hi) = hex_at(i) {
-                if (0xD800..0xDC00).contains(&hi) {
-                    if let Some(lo) = hex_at(i + 6).filter(|lo| (0xDC00..0xE000).contains(lo)) {
-                        let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                        out.push(char::from_u32(c).unwrap_or('\u{FFFD}'));
-                        i += 12;
-                        continue;
-                    }
-                    out.push('\u{FFFD}');
-                    i += 6;
-                    continue;
-                }
-                if (0xDC00..0xE000).contains(&hi) {
-                    out.push('\u{FFFD}');
-                    i += 6;
-                    continue;
-                }
+        let terminator = c == b'\n' || c == b'\r';
+        if skip_blanks {
+            if is_blank(c) {
+                continue;
             }
-            // Any other escape: copy the backslash and the escaped character unchanged.
-            out.push('\\');
-            if i + 1 < chars.len() {
-                out.push(chars[i + 1]);
+            if !continued && terminator {
+                physical += 1;
+                if c == b'\r' {
+                    skip_lf = true;
+                }
+                continue;
             }
-            i += 2;
+            skip_blanks = false;
+            continued = false;
+        }
+        if at_start {
+            at_start = false;
+            first_line = physical;
+        }
+        // As Java: a comment starts wherever the logical line is still empty, also after a
+        // continuation of a line that held only a backslash.
+        if line.is_empty() && !comment && (c == b'#' || c == b'!') {
+            comment = true;
+        }
+        if !terminator {
+            if !comment {
+                line.push(c);
+                backslash = c == b'\\' && !backslash;
+            }
             continue;
         }
-        out.push(chars[i]);
-        i += 1;
+        physical += 1;
+        if c == b'\r' {
+            skip_lf = true;
+        }
+        if comment || line.is_empty() {
+            comment = false;
+            at_start = true;
+            skip_blanks = true;
+            line.clear();
+            continue;
+        }
+        if backslash {
+            line.pop();
+            backslash = false;
+            skip_blanks = true;
+            continued = true;
+            continue;
+        }
+        out.push((first_line, std::mem::take(&mut line)));
+        at_start = true;
+        skip_blanks = true;
+    }
+    if !comment && !line.is_empty() {
+        if backslash {
+            line.pop();
+        }
+        out.push((first_line, line));
     }
     out
+}
+
+/// Decodes the escapes of a key or value (UTF-16 units, then a Rust string).
+fn unescape(chars: &[u8]) -> Result<String, String> {
+    let mut units: Vec<u16> = Vec::with_capacity(chars.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        if c != b'\\' {
+            units.push(c as u16);
+            continue;
+        }
+        let Some(&e) = chars.get(i) else { break };
+        i += 1;
+        match e {
+            b'u' => {
+                let hex = chars
+                    .get(i..i + 4)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .ok_or_else(|| "Malformed \\uxxxx encoding.".to_string())?;
+                units.push(u16::from_str_radix(hex, 16).expect("four hex digits"));
+                i += 4;
+            }
+            b't' => units.push(b'\t' as u16),
+            b'n' => units.push(b'\n' as u16),
+            b'r' => units.push(b'\r' as u16),
+            b'f' => units.push(0x0c),
+            other => units.push(other as u16),
+        }
+    }
+    Ok(String::from_utf16_lossy(&units))
+}
+
+/// Parses properties from ISO-8859-1 bytes. The error carries a line number (1-based) and a message.
+pub fn parse(bytes: &[u8]) -> Result<Properties, (usize, String)> {
+    let mut props = Properties::new();
+    for (line_no, line) in logical_lines(bytes) {
+        let mut key_end = 0;
+        let mut value_start = line.len();
+        let mut has_separator = false;
+        let mut backslash = false;
+        while key_end < line.len() {
+            let c = line[key_end];
+            if !backslash && (c == b'=' || c == b':') {
+                value_start = key_end + 1;
+                has_separator = true;
+                break;
+            }
+            if !backslash && is_blank(c) {
+                value_start = key_end + 1;
+                break;
+            }
+            backslash = c == b'\\' && !backslash;
+            key_end += 1;
+        }
+        while value_start < line.len() {
+            let c = line[value_start];
+            if !is_blank(c) {
+                if !has_separator && (c == b'=' || c == b':') {
+                    has_separator = true;
+                } else {
+                    break;
+                }
+            }
+            value_start += 1;
+        }
+        let key = unescape(&line[..key_end]).map_err(|m| (line_no, m))?;
+        let value = unescape(&line[value_start.min(line.len())..]).map_err(|m| (line_no, m))?;
+        props.insert(key, value);
+    }
+    Ok(props)
 }
 
 #[cfg(test)]
@@ -186,6 +263,22 @@ mod tests {
         assert_eq!(p(b"a=1\\\n")["a"], "1");
         assert_eq!(p(b"a=1\\\\")["a"], "1\\"); // escaped backslash: not dangling
         assert_eq!(p(b"b=2\n#c\\")["b"], "2");
+    }
+
+    #[test]
+    fn edge_cases_found_by_the_jdk_comparison() {
+        // A file that is just a backslash holds one entry with an empty key (Java 17).
+        assert_eq!(
+            p(b"\\").into_iter().collect::<Vec<_>>(),
+            vec![(String::new(), String::new())]
+        );
+        // After a continued line that held only a backslash, '#' starts a comment.
+        let r = p(b"\\\n#x=1\ny=2\n");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r["y"], "2");
+        // ... and a malformed escape inside that comment is not an error.
+        assert_eq!(p(b"\\\r!\\u!=\ny=2")["y"], "2");
+        assert!(parse(b"k=\\u12").is_err());
     }
 
     #[test]

@@ -71,13 +71,54 @@ impl<'a> Reader<'a> {
                 None
             }
             None => {
+                let hint = self.misspelling_of(key).map_or(String::new(), |k| {
+                    format!(" The file has \"{k}\": did you mean \"{key}\"?")
+                });
                 self.problem(
                     key,
-                    format!("Missing required configuration \"{key}\" which has no default value."),
+                    format!(
+                        "Missing required configuration \"{key}\" which has no default value.{hint}"
+                    ),
                 );
                 None
             }
         }
+    }
+
+    /// A key present in the file that looks like a misspelling of `key` (nothing read it yet).
+    pub fn misspelling_of(&self, key: &str) -> Option<&str> {
+        self.props
+            .keys()
+            .filter(|k| *k != key && !self.known.contains(*k))
+            .filter_map(|k| close_to(k, key).map(|d| (d, k.as_str())))
+            .min()
+            .map(|(_, k)| k)
+    }
+
+    /// The known key an unknown `key` is probably a misspelling of.
+    pub fn suggestion_for(&self, key: &str) -> Option<&str> {
+        self.known
+            .iter()
+            .filter(|k| k.as_str() != key)
+            .filter_map(|k| close_to(key, k).map(|d| (d, k.as_str())))
+            .min()
+            .map(|(_, k)| k)
+    }
+
+    /// Kafka's unknown-key warning, with a "did you mean" when a known key is close.
+    pub fn unknown_key_warnings(&self) -> Vec<String> {
+        self.unknown_keys()
+            .into_iter()
+            .map(|key| {
+                let hint = self
+                    .suggestion_for(&key)
+                    .map_or(String::new(), |k| format!(" Did you mean '{k}'?"));
+                format!(
+                    "{}:{key}: The configuration '{key}' was supplied but isn't a known config.{hint}",
+                    self.file
+                )
+            })
+            .collect()
     }
 
     pub fn secret(&mut self, key: &str) -> Option<Secret> {
@@ -124,6 +165,21 @@ impl<'a> Reader<'a> {
 
     pub fn millis(&mut self, key: &str, default_ms: i64) -> Duration {
         Duration::from_millis(self.int(key, default_ms, 0, i64::MAX) as u64)
+    }
+
+    /// A period or timeout that must be at least 1 ms: 0 would make a timer fire in a busy loop (or
+    /// panic, as `tokio::time::interval(0)` does), so it is refused here rather than at run time.
+    pub fn positive_millis(&mut self, key: &str, default_ms: i64) -> Duration {
+        if let Some(v) = self.string(key) {
+            if v.parse::<i64>().is_ok_and(|n| n <= 0) {
+                self.problem(
+                    key,
+                    format!("Invalid value {v} for configuration {key}: Value must be at least 1 (a period of 0 ms is not possible)"),
+                );
+                return Duration::from_millis(default_ms as u64);
+            }
+        }
+        Duration::from_millis(self.int(key, default_ms, 1, i64::MAX) as u64)
     }
 
     pub fn boolean(&mut self, key: &str, default: bool) -> bool {
@@ -185,9 +241,78 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Case-insensitive Levenshtein distance between `a` and `b` when it is small enough to be a typo
+/// (at most 1 for short keys, up to 3 for long ones).
+fn close_to(a: &str, b: &str) -> Option<usize> {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let limit = (a.len().max(b.len()) / 5).clamp(1, 3);
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let subst = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    let d = prev[b.len()];
+    (d <= limit).then_some(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn misspelled_required_key_gets_did_you_mean() {
+        let mut p = Properties::new();
+        p.insert("Kafka.Topc".into(), "iotin".into());
+        p.insert("IotHub.accesskeyname".into(), "service".into());
+        p.insert("unrelated.key".into(), "x".into());
+        let mut r = Reader::new("s.properties", &p);
+        assert_eq!(r.required("Kafka.Topic"), None);
+        assert_eq!(r.required("IotHub.AccessKeyName"), None);
+        assert_eq!(r.required("BatchSize"), None);
+        let msgs: Vec<String> = r.problems.0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(msgs[0], "s.properties:Kafka.Topic: Missing required configuration \"Kafka.Topic\" which has no default value. The file has \"Kafka.Topc\": did you mean \"Kafka.Topic\"?");
+        assert!(
+            msgs[1].ends_with("did you mean \"IotHub.AccessKeyName\"?"),
+            "{}",
+            msgs[1]
+        );
+        assert!(!msgs[2].contains("did you mean"), "{}", msgs[2]);
+        let w = r.unknown_key_warnings();
+        assert!(
+            w.iter().any(|l| l.contains(
+                "'Kafka.Topc' was supplied but isn't a known config. Did you mean 'Kafka.Topic'?"
+            )),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|l| l.ends_with("'unrelated.key' was supplied but isn't a known config.")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn zero_and_negative_periods_are_refused() {
+        let mut p = Properties::new();
+        p.insert("zero".into(), "0".into());
+        p.insert("neg".into(), "-5".into());
+        p.insert("ok".into(), "250".into());
+        let mut r = Reader::new("w.properties", &p);
+        assert_eq!(r.positive_millis("ok", 7), Duration::from_millis(250));
+        assert_eq!(r.positive_millis("absent", 7), Duration::from_millis(7));
+        assert_eq!(r.positive_millis("zero", 7), Duration::from_millis(7));
+        assert_eq!(r.positive_millis("neg", 7), Duration::from_millis(7));
+        assert_eq!(r.problems.len(), 2);
+        assert!(r.problems.0[0].message.contains("Value must be at least 1"));
+    }
 
     #[test]
     fn typed_reads_collect_problems() {

@@ -29,6 +29,7 @@ const ACCEPTED: &[&str] = &[
     "config.providers",
     "task.shutdown.graceful.timeout.ms",
     "default.api.timeout.ms",
+    super::rest::JAAS_CONFIG_KEY,
     // distributed-only keys (Kafka passes them to the admin client only)
     "group.id",
     "config.storage.topic",
@@ -63,7 +64,8 @@ pub struct Listener {
     pub port: u16,
 }
 
-#[derive(Clone, Debug)]
+/// The worker's settings. `Debug` masks secret values (see [`super::masked_map`]).
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub file: LoadedFile,
     pub bootstrap_servers: String,
@@ -76,6 +78,8 @@ pub struct WorkerConfig {
     /// Time allowed for the start-up check that the Kafka cluster answers (`default.api.timeout.ms`).
     pub kafka_check_timeout: Duration,
     pub listeners: Vec<Listener>,
+    /// Basic authentication and cross-origin rules of the REST API.
+    pub rest: super::rest::RestSecurity,
     /// `host:port` reported as `worker_id` in status JSON.
     pub worker_id: String,
     /// Top-level client keys (security, sasl, ssl, client.dns.lookup): admin client only.
@@ -85,6 +89,31 @@ pub struct WorkerConfig {
     /// `consumer.*`, prefix stripped.
     pub consumer: BTreeMap<String, String>,
     pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("file", &self.file)
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("key_converter", &self.key_converter)
+            .field("value_converter", &self.value_converter)
+            .field("offset_file", &self.offset_file)
+            .field("offset_flush_interval", &self.offset_flush_interval)
+            .field("offset_flush_timeout", &self.offset_flush_timeout)
+            .field(
+                "task_shutdown_graceful_timeout",
+                &self.task_shutdown_graceful_timeout,
+            )
+            .field("kafka_check_timeout", &self.kafka_check_timeout)
+            .field("listeners", &self.listeners)
+            .field("rest", &self.rest)
+            .field("worker_id", &self.worker_id)
+            .field("admin", &super::masked_map(&self.admin))
+            .field("producer", &super::masked_map(&self.producer))
+            .field("consumer", &super::masked_map(&self.consumer))
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerConfig {
@@ -114,11 +143,16 @@ impl WorkerConfig {
         let offset_file = r
             .required("offset.storage.file.filename")
             .map(PathBuf::from);
-        let offset_flush_interval = r.millis("offset.flush.interval.ms", 60_000);
-        let offset_flush_timeout = r.millis("offset.flush.timeout.ms", 5_000);
+        let offset_flush_interval = r.positive_millis("offset.flush.interval.ms", 60_000);
+        let offset_flush_timeout = r.positive_millis("offset.flush.timeout.ms", 5_000);
         let task_shutdown_graceful_timeout = r.millis("task.shutdown.graceful.timeout.ms", 5_000);
-        let kafka_check_timeout = r.millis("default.api.timeout.ms", 60_000);
+        let kafka_check_timeout = r.positive_millis("default.api.timeout.ms", 60_000);
         let listeners = read_listeners(&mut r);
+        let kafka_opts = std::env::var("KAFKA_OPTS").ok();
+        let (rest, rest_problems) = super::rest::read(&file.resolved, kafka_opts.as_deref());
+        for (key, message) in rest_problems {
+            r.problem(&key, message);
+        }
         let advertised_host = r.non_empty("rest.advertised.host.name");
         let advertised_port = r.optional_int("rest.advertised.port", 1, 65535);
         let first = listeners.first().cloned().unwrap_or(Listener {
@@ -159,12 +193,7 @@ impl WorkerConfig {
                     .to_string(),
             );
         }
-        for key in r.unknown_keys() {
-            warnings.push(format!(
-                "{}:{key}: The configuration '{key}' was supplied but isn't a known config.",
-                file.display_name()
-            ));
-        }
+        warnings.extend(r.unknown_key_warnings());
         if !r.problems.is_empty() {
             return Err(r.problems);
         }
@@ -179,6 +208,7 @@ impl WorkerConfig {
             task_shutdown_graceful_timeout,
             kafka_check_timeout,
             listeners,
+            rest,
             worker_id,
             admin,
             producer,

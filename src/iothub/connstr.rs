@@ -36,12 +36,12 @@ pub enum ConnStrError {
     KeyNotBase64,
     #[error("the connection string's SharedAccessSignature is not a valid SAS token: {0}")]
     BadSignature(SasError),
-    #[error(
-        "the connection string's Endpoint must look like sb://<namespace>/ (got scheme {0:?})"
-    )]
-    BadEndpoint(String),
-    #[error("the connection string's HostName {0:?} is not a host name")]
-    BadHostName(String),
+    #[error("the connection string's Endpoint must look like sb://<namespace>/")]
+    BadEndpoint,
+    /// The value is not repeated: with a missing `;` it would carry the rest of the string
+    /// (e.g. the key).
+    #[error("the connection string's HostName is not a host name (expected e.g. myhub.azure-devices.net, without a scheme, path or spaces; is a ';' missing?)")]
+    BadHostName,
 }
 
 fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, ConnStrError> {
@@ -112,7 +112,7 @@ impl IotHubConnectionString {
             || host_name.contains('/')
             || host_name.contains(char::is_whitespace)
         {
-            return Err(ConnStrError::BadHostName(host_name));
+            return Err(ConnStrError::BadHostName);
         }
         let key = take(&pairs, "sharedaccesskey");
         let sig = take(&pairs, "sharedaccesssignature");
@@ -235,12 +235,12 @@ impl EventHubConnectionString {
         let endpoint = required(&pairs, "endpoint", "Endpoint")?;
         let (scheme, rest) = endpoint
             .split_once("://")
-            .ok_or_else(|| ConnStrError::BadEndpoint(String::new()))?;
+            .ok_or(ConnStrError::BadEndpoint)?;
         if !scheme.eq_ignore_ascii_case("sb")
             && !scheme.eq_ignore_ascii_case("amqps")
             && !scheme.eq_ignore_ascii_case("amqp")
         {
-            return Err(ConnStrError::BadEndpoint(scheme.to_string()));
+            return Err(ConnStrError::BadEndpoint);
         }
         let namespace_host = rest.trim_end_matches('/').to_string();
         if namespace_host.is_empty() || namespace_host.contains('/') {
@@ -434,11 +434,53 @@ mod tests {
             "Endpoint=https://x/;SharedAccessKeyName=k;SharedAccessKey={KEY}"
         )))
         .unwrap_err();
-        assert_eq!(e, ConnStrError::BadEndpoint("https".into()));
+        assert_eq!(e, ConnStrError::BadEndpoint);
         let e = EventHubConnectionString::parse(&cs(
             "Endpoint=sb://x/;SharedAccessKeyName=k;EntityPath=e",
         ))
         .unwrap_err();
         assert_eq!(e, ConnStrError::Missing("SharedAccessKey"));
+    }
+
+    #[test]
+    fn errors_never_echo_the_host_or_a_key_after_a_missing_semicolon() {
+        let planted = "UGxhbnRlZFNlY3JldEtleQ==";
+        for bad in [
+            format!("HostName=secret-hub.azure-devices.net SharedAccessKeyName=service;SharedAccessKey={planted}"),
+            format!("HostName=h.azure-devices.net/SharedAccessKey={planted};SharedAccessKeyName=s"),
+            format!("HostName=h;SharedAccessKeyName=s;SharedAccessKey={planted} x"),
+        ] {
+            let e = IotHubConnectionString::parse(&cs(&bad)).unwrap_err();
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains(planted), "{text}");
+            assert!(!text.contains("secret-hub"), "{text}");
+        }
+        let e = EventHubConnectionString::parse(&cs(&format!(
+            "Endpoint=sbx{planted}://x/;SharedAccessKeyName=k;SharedAccessKey={planted}"
+        )))
+        .unwrap_err();
+        assert!(!format!("{e} {e:?}").contains(planted));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary strings with a planted key anywhere: never a panic, and a refusal never
+        /// carries the key.
+        #[test]
+        fn parse_errors_never_carry_the_planted_key(
+            prefix in "[ -~]{0,40}",
+            suffix in "[ -~]{0,40}",
+            sep in proptest::sample::select(vec!["", ";", " ", "=", "/"]),
+        ) {
+            let planted = "UGxhbnRlZFNlY3JldEtleQ==";
+            let s = format!("{prefix}{sep}SharedAccessKey={planted}{suffix}");
+            if let Err(e) = IotHubConnectionString::parse(&cs(&s)) {
+                let text = format!("{e} {e:?}");
+                proptest::prop_assert!(!text.contains(planted), "{}", text);
+            }
+            if let Err(e) = EventHubConnectionString::parse(&cs(&s)) {
+                let text = format!("{e} {e:?}");
+                proptest::prop_assert!(!text.contains(planted), "{}", text);
+            }
+        }
     }
 }

@@ -40,18 +40,25 @@ impl OffsetsLock {
                 });
             }
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&lock)
-            .map_err(|source| OffsetsError::Unreadable {
-                path: lock.clone(),
-                source,
-            })?;
+        let open = |write: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .create(write)
+                .truncate(false)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&lock)
+        };
+        // An existing lock file we may only read still locks (flock needs no write access).
+        let file = match open(true) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => open(false),
+            other => other,
+        }
+        .map_err(|source| OffsetsError::Unreadable {
+            path: lock.clone(),
+            source,
+        })?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r != 0 {
@@ -96,6 +103,26 @@ mod tests {
         assert!(msg.contains("in use"), "{msg}");
         drop(first);
         let _again = OffsetsLock::acquire(&path).unwrap();
+    }
+
+    /// Another process sees the lock too (util-linux `flock -n` on the same lock file).
+    #[test]
+    fn another_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("connect.offsets");
+        let try_other = || {
+            std::process::Command::new("flock")
+                .args(["-n", "-E", "75"])
+                .arg(lock_path(&path))
+                .arg("true")
+                .status()
+                .expect("util-linux flock")
+                .code()
+        };
+        let held = OffsetsLock::acquire(&path).unwrap();
+        assert_eq!(try_other(), Some(75), "the other process got the lock");
+        drop(held);
+        assert_eq!(try_other(), Some(0));
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod disk;
 pub mod file;
 pub mod file_store;
 pub mod lock;
+// [dist] offset.storage.topic of distributed mode
+pub mod kafka;
 pub mod store;
 
 pub use backing::{OffsetBackingStore, OffsetMap, PartitionMap, StoredOffset};

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub partition_lag: GaugeFamily,
     pub partition_last_enqueued_sequence: GaugeFamily,
     pub partition_committed_sequence: GaugeFamily,
+    /// Per hub partition (source stall watchdog, see source/stall.rs).
+    pub partition_seconds_since_last_event: FloatGaugeFamily,
+    pub partition_seconds_since_last_commit: FloatGaugeFamily,
+    pub partition_stall_recoveries: CounterFamily,
+    pub partition_stalled: GaugeFamily,
+    pub partition_records_skipped: CounterFamily,
     pub sink_record_read: CounterFamily,
     pub sink_record_send: CounterFamily,
     pub c2d_sent: CounterFamily,
@@ -51,6 +57,8 @@ pub struct Metrics {
     pub record_errors: CounterFamily,
     pub reconnects: CounterFamily,
     pub task_running: GaugeFamily,
+    /// Task runs that ended FAILED (error or panic); counted by the worker's supervisor.
+    pub task_failures: CounterFamily,
     process_rss: Gauge,
     process_uptime: Gauge<f64, AtomicU64>,
     started: Instant,
@@ -135,6 +143,36 @@ impl Metrics {
                 "Hub partition: sequence number of the last committed event",
                 GaugeFamily::default()
             ),
+            partition_seconds_since_last_event: reg!(
+                r,
+                "source_partition_seconds_since_last_event",
+                "Hub partition: seconds since its receiver last delivered an event",
+                FloatGaugeFamily::default()
+            ),
+            partition_seconds_since_last_commit: reg!(
+                r,
+                "source_partition_seconds_since_last_commit",
+                "Hub partition: seconds since an offset of it was last committed",
+                FloatGaugeFamily::default()
+            ),
+            partition_stall_recoveries: reg!(
+                r,
+                "source_partition_stall_recoveries",
+                "Hub partition: links torn down and reopened by the stall watchdog",
+                CounterFamily::default()
+            ),
+            partition_stalled: reg!(
+                r,
+                "source_partition_stalled",
+                "Hub partition: 1 while it stays stalled after a recovery attempt",
+                GaugeFamily::default()
+            ),
+            partition_records_skipped: reg!(
+                r,
+                "source_partition_records_skipped",
+                "Hub partition: records skipped as record errors under errors.tolerance=all",
+                CounterFamily::default()
+            ),
             sink_record_read: reg!(
                 r,
                 "sink_record_read",
@@ -201,6 +239,12 @@ impl Metrics {
                 "1 when the task is RUNNING",
                 GaugeFamily::default()
             ),
+            task_failures: reg!(
+                r,
+                "task_failures",
+                "Task runs that ended FAILED (an error or a panic)",
+                CounterFamily::default()
+            ),
             process_rss: reg!(
                 r,
                 "process_resident_memory_bytes",
@@ -216,6 +260,36 @@ impl Metrics {
             started: Instant::now(),
             last_commit: Mutex::new(Vec::new()),
             registry: r,
+        }
+    }
+
+    /// Makes every per-task series of a task exist from its start (at 0), so that a counter that has
+    /// not counted yet (no rejection, no throttling) is still exposed and `rate()` works from the start.
+    pub fn declare_task(&self, labels: &Labels, sink: bool) {
+        let counters: &[&CounterFamily] = if sink {
+            &[
+                &self.sink_record_read,
+                &self.sink_record_send,
+                &self.c2d_sent,
+                &self.c2d_accepted,
+                &self.c2d_rejected,
+                &self.c2d_throttled,
+                &self.dlq_produce,
+            ]
+        } else {
+            &[&self.source_record_poll, &self.source_record_write]
+        };
+        for c in counters
+            .iter()
+            .chain([&&self.offset_commit_success, &&self.offset_commit_failure])
+            .chain([&&self.record_errors, &&self.reconnects])
+        {
+            let _ = c.get_or_create(labels);
+        }
+        if sink {
+            let _ = self.c2d_in_flight.get_or_create(labels);
+        } else {
+            let _ = self.source_record_active.get_or_create(labels);
         }
     }
 

@@ -5,6 +5,7 @@
 //! its files, so the config-changing calls of distributed mode (POST/PUT/DELETE connectors) answer 405.
 
 use super::metrics::METRICS;
+use super::offsets::SinkOffsetClients;
 use crate::config::connector::{SINK_CLASS, SOURCE_CLASS};
 use crate::config::ConnectorKind;
 use crate::worker::logging;
@@ -14,7 +15,7 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -52,6 +53,13 @@ pub fn router(worker: Arc<Worker>) -> Router {
         .route("/admin/loggers", get(loggers))
         .route("/admin/loggers/{logger}", get(logger).put(set_logger))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "HTTP 404 Not Found") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "HTTP 405 Method Not Allowed",
+            )
+        })
+        .layer(Extension(Arc::new(SinkOffsetClients::default())))
         .with_state(worker)
 }
 
@@ -97,11 +105,17 @@ async fn readyz(State(w): State<Arc<Worker>>) -> Response {
         for t in &c.tasks {
             let state = t.state();
             if !matches!(state, TaskState::Running | TaskState::Paused) || !t.health.links_up() {
+                let stalled = t.health.stalled();
                 not_ready.push(format!(
-                    "{} {} links_up={}",
+                    "{} {} links_up={}{}",
                     t.id,
                     state.name(),
-                    t.health.links_up()
+                    t.health.links_up(),
+                    if stalled.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" stalled_partitions={}", stalled.join(","))
+                    }
                 ));
             }
         }
@@ -121,10 +135,12 @@ async fn metrics(State(w): State<Arc<Worker>>) -> Response {
     for c in &w.connectors {
         for t in &c.tasks {
             let running = matches!(t.state(), TaskState::Running);
+            let labels = super::metrics::task_labels(c.name(), t.task_id);
             METRICS
                 .task_running
-                .get_or_create(&super::metrics::task_labels(c.name(), t.task_id))
+                .get_or_create(&labels)
                 .set(running as i64);
+            METRICS.declare_task(&labels, c.config.kind == ConnectorKind::Sink);
         }
     }
     (
@@ -369,14 +385,18 @@ async fn connector_stop(State(w): State<Arc<Worker>>, Path(name): Path<String>) 
     }
 }
 
-async fn connector_offsets(State(w): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
+async fn connector_offsets(
+    State(w): State<Arc<Worker>>,
+    Extension(clients): Extension<Arc<SinkOffsetClients>>,
+    Path(name): Path<String>,
+) -> Response {
     let c = match find(&w, &name) {
         Ok(c) => c.clone(),
         Err(r) => return r,
     };
     let result = match c.config.kind {
         ConnectorKind::Source => super::offsets::source_offsets(&w, &c.config).await,
-        ConnectorKind::Sink => super::offsets::sink_offsets(&w, &c.config).await,
+        ConnectorKind::Sink => super::offsets::sink_offsets(&w, &c.config, &clients).await,
     };
     match result {
         Ok(offsets) => Json(json!({"offsets": offsets})).into_response(),

@@ -384,4 +384,72 @@ mod tests {
             }
         ));
     }
+
+    mod properties {
+        use super::super::*;
+        use crate::connect::convert::{
+            Converter, BYTE_ARRAY_CONVERTER, JSON_CONVERTER, STRING_CONVERTER,
+        };
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        fn converters() -> Vec<Converter> {
+            let mut off = BTreeMap::new();
+            off.insert("schemas.enable".to_string(), "false".to_string());
+            vec![
+                Converter::configure(JSON_CONVERTER, &BTreeMap::new(), false).unwrap(),
+                Converter::configure(JSON_CONVERTER, &off, false).unwrap(),
+                Converter::configure(STRING_CONVERTER, &BTreeMap::new(), false).unwrap(),
+                Converter::configure(BYTE_ARRAY_CONVERTER, &BTreeMap::new(), false).unwrap(),
+            ]
+        }
+
+        fn check(bytes: &[u8]) {
+            let now = SystemTime::now();
+            for c in converters() {
+                if let Ok((schema, value)) = c.to_connect_data(Some(bytes)) {
+                    if let Ok(m) = to_c2d(schema.as_deref(), &value, AckMode::Full, now) {
+                        assert!(!m.device_id.trim().is_empty());
+                        let _ = m.into_amqp();
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            /// Every converter's `to_connect_data` on arbitrary bytes, then the sink's parsing:
+            /// never a panic; whatever is accepted has a device id.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                check(&bytes);
+            }
+
+            /// JSON-shaped input with arbitrary field values (the interesting paths).
+            #[test]
+            fn arbitrary_json_messages_never_panic(
+                device in proptest::option::of("[ -~]{0,12}"),
+                id in proptest::option::of(any::<String>()),
+                msg in proptest::option::of(any::<String>()),
+                expiry in proptest::option::of(prop_oneof![
+                    "[0-9T:.Z+-]{0,30}",
+                    Just("2999-01-01T00:00:00Z".to_string()),
+                    Just("2000-01-01T00:00:00.5+01:00".to_string()),
+                ]),
+                as_struct in any::<bool>(),
+            ) {
+                let mut obj = serde_json::Map::new();
+                if let Some(d) = device { obj.insert("deviceId".into(), d.into()); }
+                if let Some(i) = id { obj.insert("messageId".into(), i.into()); }
+                if let Some(m) = msg { obj.insert("message".into(), m.into()); }
+                if let Some(e) = expiry { obj.insert("expiryTime".into(), e.into()); }
+                let payload = if as_struct {
+                    let fields: Vec<serde_json::Value> = obj.keys().map(|k| serde_json::json!({"field": k, "type": "string", "optional": true})).collect();
+                    serde_json::json!({"schema": {"type": "struct", "fields": fields}, "payload": obj})
+                } else {
+                    serde_json::Value::Object(obj)
+                };
+                check(&serde_json::to_vec(&payload).unwrap());
+            }
+        }
+    }
 }

@@ -1,12 +1,18 @@
 //! IoT Hub sink connector and task: Kafka records → IoT Hub cloud-to-device messages.
 //!
 //! * [`message`]: record value → C2D message (every input form, differences from the Java sink).
-//! * [`task`]: the task loop (consumer group, pipelined sends, commits, errors.tolerance, DLQ,
-//!   pause/resume, rebalances, feedback).
+//! * [`task`]: the task loop (pipelined sends that never wait on the hub, commits,
+//!   errors.tolerance, pause/resume, outages, shutdown).
+//! * [`setup`]: C2D options, value converter, first connection.
+//! * [`rebalance`]: subscription, rebalance callbacks, offset commits.
 //! * [`tracker`]: which offsets are safe to commit.
+//! * [`feedback`]: delivery feedback → Kafka.
 //! * [`stats`]: optional send-latency recording (benchmark).
 
+pub mod feedback;
 pub mod message;
+pub mod rebalance;
+pub mod setup;
 pub mod stats;
 pub mod task;
 pub mod tracker;

@@ -176,4 +176,110 @@ mod tests {
         assert!(!t.finish(&tp(0), g, 2));
         assert_eq!(t.in_flight(), 1);
     }
+
+    mod model {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// Consume the next offset of partition p.
+            Submit(i32),
+            /// Finish the i-th oldest unfinished record of partition p (if any).
+            Finish(i32, usize),
+            /// A completion for an old generation (ignored).
+            FinishStale(i32),
+            /// Revoke and re-assign partition p.
+            Reassign(i32),
+            Commit(bool),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0i32..3).prop_map(Op::Submit),
+                4 => ((0i32..3), 0usize..4).prop_map(|(p, i)| Op::Finish(p, i)),
+                1 => (0i32..3).prop_map(Op::FinishStale),
+                1 => (0i32..3).prop_map(Op::Reassign),
+                2 => any::<bool>().prop_map(Op::Commit),
+            ]
+        }
+
+        /// The model of one partition: records in offset order with a finished flag.
+        #[derive(Default)]
+        struct ModelPart {
+            records: Vec<(i64, bool)>,
+            next: i64,
+            generation: u64,
+            old_generations: Vec<(u64, i64)>,
+            /// Highest offset ever handed out for committing.
+            committed: Option<i64>,
+        }
+
+        proptest! {
+            /// Against a simple model: never commits past the first unfinished record, commits
+            /// move forward, in-flight counts agree, stale completions change nothing.
+            #[test]
+            fn tracker_matches_model(ops in proptest::collection::vec(op(), 1..300)) {
+                let mut t = Tracker::default();
+                let mut m: BTreeMap<i32, ModelPart> = BTreeMap::new();
+                let tp = |p: i32| ("t".to_string(), p);
+                for p in 0..3 {
+                    let g = t.assign(tp(p));
+                    m.insert(p, ModelPart { generation: g, ..Default::default() });
+                }
+                for op in ops {
+                    match op {
+                        Op::Submit(p) => {
+                            let mp = m.get_mut(&p).unwrap();
+                            let g = t.submit(&tp(p), mp.next);
+                            prop_assert_eq!(g, mp.generation);
+                            mp.records.push((mp.next, false));
+                            mp.next += 1;
+                        }
+                        Op::Finish(p, i) => {
+                            let mp = m.get_mut(&p).unwrap();
+                            let unfinished: Vec<i64> = mp.records.iter().filter(|r| !r.1).map(|r| r.0).collect();
+                            if let Some(&o) = unfinished.get(i) {
+                                prop_assert!(t.finish(&tp(p), mp.generation, o));
+                                mp.records.iter_mut().find(|r| r.0 == o).unwrap().1 = true;
+                                prop_assert!(!t.finish(&tp(p), mp.generation, o), "twice");
+                            }
+                        }
+                        Op::FinishStale(p) => {
+                            let mp = m.get_mut(&p).unwrap();
+                            if let Some(&(g, o)) = mp.old_generations.last() {
+                                prop_assert!(!t.finish(&tp(p), g, o));
+                            }
+                        }
+                        Op::Reassign(p) => {
+                            let mp = m.get_mut(&p).unwrap();
+                            if let Some(&(o, false)) = mp.records.iter().find(|r| !r.1) {
+                                mp.old_generations.push((mp.generation, o));
+                            }
+                            t.drop_partition(&tp(p));
+                            let g = t.assign(tp(p));
+                            // Re-read from the committed point, as Kafka would.
+                            mp.next = mp.committed.unwrap_or(0);
+                            mp.records.clear();
+                            mp.generation = g;
+                        }
+                        Op::Commit(all) => {
+                            for ((_, p), off) in t.committable(all, |_| true) {
+                                let mp = m.get_mut(&p).unwrap();
+                                let first_unfinished = mp.records.iter().find(|r| !r.1).map(|r| r.0).unwrap_or(mp.next);
+                                prop_assert!(off <= first_unfinished, "commit {off} past unfinished {first_unfinished}");
+                                if let Some(c) = mp.committed {
+                                    prop_assert!(off >= c, "commit went back from {c} to {off}");
+                                }
+                                mp.committed = Some(off);
+                            }
+                        }
+                    }
+                    let unfinished: usize = m.values().map(|mp| mp.records.iter().filter(|r| !r.1).count()).sum();
+                    prop_assert_eq!(t.in_flight(), unfinished);
+                }
+            }
+        }
+    }
 }

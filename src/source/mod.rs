@@ -6,11 +6,21 @@
 //! * [`record`]: the Kafka record of one event (toketi's Struct through the configured converters, or
 //!   the raw format).
 //! * [`position`]: start positions and the partition split.
+//! * [`reader`] (receive, one per hub partition), [`produce`] (Kafka writes, error classes, the
+//!   acker loop), [`acker`] (what may be committed), [`stall`] (the stall watchdog), [`lag`],
+//!   [`auth`] (refused credentials).
 
+pub mod acker;
+pub mod auth;
+pub mod lag;
 pub mod metrics;
 pub mod position;
+pub mod produce;
+pub mod reader;
 pub mod record;
+pub mod stall;
 pub mod task;
+pub mod transport;
 
 use crate::config::{ConnectorConfig, WorkerConfig};
 use crate::worker::connector::{Connector, ConnectorContext, TaskKind, TaskPlan};
@@ -71,6 +81,13 @@ pub async fn plan_tasks(
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let records = record::RecordBuilder::new(&worker, &connector)
         .with_context(|| format!("connector {}", connector.name))?;
+    if source.transport.kind == transport::TransportType::AmqpWebSockets {
+        for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+            if std::env::var_os(var).is_some() {
+                warn!("{var} is set but the Event Hubs client library cannot use a proxy: the source connects to the hub directly");
+            }
+        }
+    }
     let partitions = discover_partitions(&connector.name, &source).await?;
     if let Some(n) = source.partitions {
         if n as usize != partitions.len() {
@@ -130,6 +147,10 @@ pub async fn discover_partitions(
                 return Ok(ids);
             }
             Ok(Ok(_)) => last = "the hub reported no partitions".into(),
+            Ok(Err(e)) if auth::is_unauthorized(&e) => {
+                return Err(auth::refused(source, &e)
+                    .context(format!("Could not start IotHubSourceConnector {connector}")));
+            }
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = format!("no answer within {} s", DISCOVERY_TIMEOUT.as_secs()),
         }
@@ -144,15 +165,11 @@ pub async fn discover_partitions(
         }
     }
     anyhow::bail!(
-        "Could not start IotHubSourceConnector {connector}: cannot read the partitions of event hub {} at {}{} (consumer group {}) after {DISCOVERY_ATTEMPTS} attempts: {last}. \
+        "Could not start IotHubSourceConnector {connector}: cannot read the partitions of event hub {} (endpoint {}, dialled {}) (consumer group {}) after {DISCOVERY_ATTEMPTS} attempts: {last}. \
          Check IotHub.EventHubCompatibleEndpoint/Name and the access key (or IotHub.ConnectionString), and that the endpoint is reachable",
         source.connection.event_hub_name,
         source.connection.endpoint,
-        source
-            .custom_endpoint
-            .as_ref()
-            .map(|e| format!(" via {e}"))
-            .unwrap_or_default(),
+        auth::dialled(source),
         source.consumer_group
     )
 }

@@ -105,6 +105,9 @@ impl RecordBuilder {
                 let f = into_fields(event);
                 let key = match self.key_mode {
                     RecordKey::None => None,
+                    // [source] An event with no device id (plain Event Hub, Digital Twins, routed
+                    // endpoint) has a null key, as toketi's records: no device order to keep.
+                    RecordKey::DeviceId if f.device_id.is_empty() => None,
                     RecordKey::DeviceId => self
                         .key
                         .from_connect_data(
@@ -147,7 +150,8 @@ impl RecordBuilder {
                     headers.push(("contentType".into(), f.content_type.into_bytes()));
                 }
                 Ok(OutRecord {
-                    key: Some(f.device_id.into_bytes()),
+                    // [source] No device id (plain Event Hub event): null key.
+                    key: (!f.device_id.is_empty()).then(|| f.device_id.into_bytes()),
                     value: Some(body),
                     headers,
                     timestamp: f.enqueued_time_ms,

@@ -545,4 +545,47 @@ mod tests {
         r.enabled = false;
         assert_eq!(r.line(&failed()), None);
     }
+
+    #[test]
+    fn dead_letter_headers_are_the_originals_then_connects_context() {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", "127.0.0.1:9");
+        let producer = Producer::create(&c).unwrap();
+        let mut e = errors(true, 0);
+        assert!(DeadLetterQueueReporter::new(producer.clone(), "sink", 3, &e).is_none());
+        e.dlq_topic = Some("dlq".into());
+        let mut r = DeadLetterQueueReporter::new(producer, "sink", 3, &e).unwrap();
+        let h = r.headers(&failed());
+        let names: Vec<&str> = h.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "h",
+                "__connect.errors.topic",
+                "__connect.errors.partition",
+                "__connect.errors.offset",
+                "__connect.errors.connector.name",
+                "__connect.errors.task.id",
+                "__connect.errors.stage",
+                "__connect.errors.class.name",
+                "__connect.errors.exception.class.name",
+                "__connect.errors.exception.message",
+                "__connect.errors.exception.stacktrace",
+            ]
+        );
+        let value = |k: &str| {
+            String::from_utf8(h.iter().find(|(n, _)| n == k).unwrap().1.clone().unwrap()).unwrap()
+        };
+        assert_eq!(value("__connect.errors.topic"), "iotout");
+        assert_eq!(value("__connect.errors.partition"), "2");
+        assert_eq!(value("__connect.errors.offset"), "41");
+        assert_eq!(value("__connect.errors.task.id"), "3");
+        assert_eq!(value("__connect.errors.stage"), "VALUE_CONVERTER");
+        assert_eq!(
+            value("__connect.errors.exception.stacktrace"),
+            "org.apache.kafka.connect.errors.ConnectException: bad json"
+        );
+        r.context_headers = false;
+        assert_eq!(r.headers(&failed()).len(), 1);
+    }
 }

@@ -31,12 +31,40 @@ pub fn filter_from_env() -> String {
     std::env::var(LOG_ENV).unwrap_or_else(|_| DEFAULT_FILTER.to_string())
 }
 
+/// The Azure SDK crates whose INFO lines are noise for an operator (a retry logs dozens of them).
+const SDK_TARGETS: &[&str] = &[
+    "azure_core",
+    "azure_core_amqp",
+    "azure_messaging_eventhubs",
+    "fe2o3_amqp",
+    "fe2o3_amqp_ws",
+];
+
+/// `spec` with the SDK crates at WARN unless it names them itself (`IOTCONNECT_LOG=info,azure_core_amqp=debug`
+/// brings one back).
+pub fn with_quiet_sdk(spec: &str) -> String {
+    let mut out = spec.to_string();
+    for t in SDK_TARGETS {
+        let named = spec
+            .split(',')
+            .any(|d| d.trim().split('=').next() == Some(*t));
+        if !named {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(t);
+            out.push_str("=warn");
+        }
+    }
+    out
+}
+
 /// Installs the global subscriber (stderr). Safe to call once; later calls do nothing.
 pub fn init(format: LogFormat) {
     let spec = filter_from_env();
-    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+    let filter = EnvFilter::try_new(with_quiet_sdk(&spec)).unwrap_or_else(|e| {
         eprintln!("{LOG_ENV}={spec} is not a valid filter ({e}); using {DEFAULT_FILTER}");
-        EnvFilter::new(DEFAULT_FILTER)
+        EnvFilter::new(with_quiet_sdk(DEFAULT_FILTER))
     });
     let (filter, handle) = reload::Layer::new(filter);
     let base = Registry::default().with(filter);
@@ -67,7 +95,7 @@ pub fn init(format: LogFormat) {
 
 /// Replaces the level filter (RUST_LOG syntax). Returns the error text for a bad filter.
 pub fn set_filter(spec: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
+    let filter = EnvFilter::try_new(with_quiet_sdk(spec)).map_err(|e| e.to_string())?;
     let handle = HANDLE.get().ok_or("logging is not initialised")?;
     handle.reload(filter).map_err(|e| e.to_string())?;
     *CURRENT.lock().unwrap() = spec.to_string();
@@ -133,5 +161,19 @@ where
         }
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer, " ({})", meta.target())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sdk_crates_are_quiet_unless_named() {
+        let f = super::with_quiet_sdk("info");
+        assert!(f.starts_with("info,"), "{f}");
+        assert!(f.contains("azure_core_amqp=warn"), "{f}");
+        assert!(f.contains("fe2o3_amqp=warn"), "{f}");
+        let f = super::with_quiet_sdk("info,azure_core_amqp=debug");
+        assert!(!f.contains("azure_core_amqp=warn"), "{f}");
+        assert!(f.contains("azure_messaging_eventhubs=warn"), "{f}");
     }
 }

@@ -205,3 +205,7 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;

@@ -10,7 +10,8 @@
 //!   lifecycle lock for its whole duration, so a new body starts only after the old one has returned
 //!   (and so committed) or was aborted at its deadline; a start while a body runs is a no-op.
 //! * **Never silently dead.** A body that returns `Err` or panics leaves the task FAILED with the
-//!   error chain or the panic message as its trace (REST status, `/readyz` 503, `task_running` 0).
+//!   error chain or the panic message as its trace (REST status, `/readyz` 503, `task_running` 0,
+//!   `task_failures_total` + 1).
 //! * Each run gets a fresh [`TaskContext`]: its own shutdown token and its own producers (created on
 //!   first use, dropped when the run ends), so a fenced producer never outlives a restart.
 
@@ -19,6 +20,7 @@ use super::errors::{DeadLetterQueueReporter, LogReporter, ToleranceOperator};
 use super::producer::Producer;
 use crate::config::{ConnectorConfig, WorkerConfig};
 use crate::offsets::OffsetBackingStore;
+use crate::rest::metrics::{task_labels, METRICS};
 use anyhow::Context as _;
 use futures::FutureExt;
 use serde::Serialize;
@@ -153,6 +155,8 @@ impl TaskContext {
 #[derive(Default)]
 pub struct TaskHealth {
     links_up: std::sync::atomic::AtomicBool,
+    /// Hub partitions that stay stalled after a recovery attempt (source stall watchdog).
+    stalled: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl TaskHealth {
@@ -160,8 +164,22 @@ impl TaskHealth {
         self.links_up
             .store(up, std::sync::atomic::Ordering::Relaxed);
     }
+    /// False while a link is down or a partition stays stalled.
     pub fn links_up(&self) -> bool {
         self.links_up.load(std::sync::atomic::Ordering::Relaxed)
+            && self.stalled.lock().unwrap().is_empty()
+    }
+    pub fn set_stalled(&self, partition: &str, stalled: bool) {
+        let mut s = self.stalled.lock().unwrap();
+        if stalled {
+            s.insert(partition.to_string());
+        } else {
+            s.remove(partition);
+        }
+    }
+    /// The partitions that stay stalled, for `/readyz`.
+    pub fn stalled(&self) -> Vec<String> {
+        self.stalled.lock().unwrap().iter().cloned().collect()
     }
 }
 
@@ -171,7 +189,8 @@ pub type TaskBody = Arc<dyn Fn(TaskContext) -> TaskFuture + Send + Sync>;
 
 struct Run {
     token: CancellationToken,
-    join: JoinHandle<()>,
+    /// Resolves to true when the run failed after its stop was asked for (a failed stop).
+    join: JoinHandle<bool>,
 }
 
 /// One Connect task and its supervisor.
@@ -277,7 +296,9 @@ impl TaskHandle {
         let id = self.id.clone();
         let kind = self.kind;
         let health = self.health.clone();
+        let labels = task_labels(&self.connector.name, self.task_id);
         let span = tracing::info_span!("task", ctx = %format!("{}|task-{}", self.connector.name, self.task_id));
+        let stop_asked = token.clone();
         let join = tokio::spawn(
             async move {
                 let (class, noun) = (kind.worker_class, kind.noun);
@@ -287,6 +308,9 @@ impl TaskHandle {
                 let outcome = AssertUnwindSafe(async move { body(ctx).await })
                     .catch_unwind()
                     .await;
+                // Decided the moment the body ended: a failure before any stop request is the
+                // task's own (FAILED, shown in REST), not a failure of a later stop.
+                let while_stopping = stop_asked.is_cancelled();
                 let failed = match outcome {
                     Ok(Ok(())) => {
                         info!("{class}{{id={id}}} stopped");
@@ -302,11 +326,16 @@ impl TaskHandle {
                         Some(format!("the task panicked: {msg}"))
                     }
                 };
+                let failed_stop = failed.is_some() && while_stopping;
                 *state.lock().unwrap() = match failed {
-                    Some(trace) => TaskState::Failed(trace),
+                    Some(trace) => {
+                        METRICS.task_failures.get_or_create(&labels).inc();
+                        TaskState::Failed(trace)
+                    }
                     None => TaskState::Unassigned,
                 };
                 health.set_links_up(false);
+                failed_stop
             }
             .instrument(span),
         );
@@ -337,14 +366,18 @@ impl TaskHandle {
             info!("Stopping task {}", self.id);
         }
         token.cancel();
-        if tokio::time::timeout_at(deadline, &mut join).await.is_err() {
-            error!("Graceful stop of task {} failed.", self.id);
-            join.abort();
-            let _ = join.await;
-        }
+        let failed_stop = match tokio::time::timeout_at(deadline, &mut join).await {
+            Ok(r) => r.unwrap_or(false),
+            Err(_) => {
+                error!("Graceful stop of task {} failed.", self.id);
+                join.abort();
+                let _ = join.await;
+                false
+            }
+        };
         let mut s = self.state.lock().unwrap();
         match &*s {
-            TaskState::Failed(trace) => Some(trace.clone()).filter(|_| was_running),
+            TaskState::Failed(trace) => Some(trace.clone()).filter(|_| was_running && failed_stop),
             _ => {
                 *s = TaskState::Unassigned;
                 None
@@ -364,4 +397,4 @@ impl TaskHandle {
 
 #[cfg(test)]
 #[path = "task_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -16,26 +16,13 @@ pub(crate) struct Fixture {
 
 /// A worker and a sink connector configuration (offline: nothing connects).
 pub(crate) fn fixture() -> Fixture {
+    fixture_named("t")
+}
+
+/// As [`fixture`], with the connector called `name` (for per-connector metrics).
+pub(crate) fn fixture_named(name: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().join("worker.properties");
-    let c = dir.path().join("sink.properties");
-    std::fs::write(
-        &w,
-        format!(
-            "bootstrap.servers=127.0.0.1:9\nkey.converter=org.apache.kafka.connect.storage.StringConverter\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n\
-             offset.storage.file.filename={}\n",
-            dir.path().join("connect.offsets").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        &c,
-        "name=t\nconnector.class=IotHubSink\ntopics=iotout\n\
-         IotHub.ConnectionString=HostName=h.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=AAAA\n",
-    )
-    .unwrap();
-    let mut loaded = load_all(&w, &[c]).unwrap_or_else(|e| panic!("{:?}", e.problems));
+    let mut loaded = loaded_named(dir.path(), name);
     let offsets = FileOffsetBackingStore::open(&loaded.worker.offset_file).unwrap();
     Fixture {
         connector: Arc::new(loaded.connectors.remove(0)),
@@ -43,6 +30,34 @@ pub(crate) fn fixture() -> Fixture {
         offsets,
         _dir: dir,
     }
+}
+
+/// Worker and connector files in `dir` (offsets in `dir/offsets/connect.offsets`), loaded.
+pub(crate) fn loaded(dir: &std::path::Path) -> crate::config::Loaded {
+    loaded_named(dir, "t")
+}
+
+fn loaded_named(dir: &std::path::Path, name: &str) -> crate::config::Loaded {
+    std::fs::create_dir_all(dir.join("offsets")).unwrap();
+    let w = dir.join("worker.properties");
+    let c = dir.join("sink.properties");
+    std::fs::write(
+        &w,
+        format!(
+            "bootstrap.servers=127.0.0.1:9\nkey.converter=org.apache.kafka.connect.storage.StringConverter\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n\
+             offset.storage.file.filename={}\n",
+            dir.join("offsets").join("connect.offsets").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &c,
+        format!("name={name}\nconnector.class=IotHubSink\ntopics=iotout\n\
+         IotHub.ConnectionString=HostName=h.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=AAAA\n"),
+    )
+    .unwrap();
+    load_all(&w, &[c]).unwrap_or_else(|e| panic!("{:?}", e.problems))
 }
 
 const KIND: TaskKind = TaskKind {
@@ -64,7 +79,7 @@ fn handle(f: &Fixture, body: TaskBody) -> Arc<TaskHandle> {
     )
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -157,7 +172,14 @@ async fn a_start_while_a_body_runs_is_a_no_op() {
 
 #[tokio::test]
 async fn a_panicking_body_is_failed_with_its_message_and_restarts() {
-    let f = fixture();
+    let f = fixture_named("panics");
+    let failures = || {
+        crate::rest::metrics::METRICS
+            .task_failures
+            .get_or_create(&crate::rest::metrics::task_labels("panics", 0))
+            .get()
+    };
+    assert_eq!(failures(), 0);
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
     let t = handle(
@@ -180,6 +202,7 @@ async fn a_panicking_body_is_failed_with_its_message_and_restarts() {
         other => panic!("{other:?}"),
     }
     assert!(!t.health.links_up());
+    assert_eq!(failures(), 1, "the failure shows in metrics");
     t.restart(Duration::from_secs(5)).await;
     assert_eq!(t.state(), TaskState::Running);
     wait_until("the second run", || runs.load(Ordering::SeqCst) == 2).await;
@@ -214,4 +237,113 @@ async fn a_failure_while_stopping_is_reported_by_stop() {
             .await,
         None
     );
+}
+
+/// The task lifecycle as a state machine, against a model: after every operation the reported
+/// state and the number of live bodies match the model, and no two bodies ever live at once (also
+/// when the same operations run concurrently).
+mod lifecycle_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Start,
+        Stop,
+        Restart,
+        Pause,
+        Resume,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Start),
+            Just(Op::Stop),
+            Just(Op::Restart),
+            Just(Op::Pause),
+            Just(Op::Resume)
+        ]
+    }
+
+    async fn apply(t: &Arc<TaskHandle>, op: Op) {
+        let soon = || tokio::time::Instant::now() + Duration::from_secs(10);
+        match op {
+            Op::Start => t.start().await,
+            Op::Stop => {
+                t.stop(soon()).await;
+            }
+            Op::Restart => t.restart(Duration::from_secs(10)).await,
+            Op::Pause => t.set_target(TargetState::Paused),
+            Op::Resume => t.set_target(TargetState::Started),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn sequential_operations_follow_the_model(ops in proptest::collection::vec(op(), 1..12)) {
+            runtime().block_on(async {
+                let f = fixture();
+                let census = Arc::new(Census::default());
+                let t = handle(&f, counted_body(census.clone()));
+                let (mut running, mut paused) = (false, false);
+                for op in ops {
+                    apply(&t, op).await;
+                    match op {
+                        Op::Start | Op::Restart => running = true,
+                        Op::Stop => running = false,
+                        Op::Pause => paused = true,
+                        Op::Resume => paused = false,
+                    }
+                    let want = match (running, paused) {
+                        (false, _) => TaskState::Unassigned,
+                        (true, true) => TaskState::Paused,
+                        (true, false) => TaskState::Running,
+                    };
+                    assert_eq!(t.state(), want, "after {op:?}");
+                    let alive = usize::from(running);
+                    wait_until("the model's body count", || {
+                        census.alive.load(Ordering::SeqCst) == alive
+                    })
+                    .await;
+                }
+                assert!(census.max.load(Ordering::SeqCst) <= 1);
+                t.stop(tokio::time::Instant::now() + Duration::from_secs(10)).await;
+            });
+        }
+
+        #[test]
+        fn concurrent_operations_never_run_two_bodies(ops in proptest::collection::vec(op(), 1..24)) {
+            runtime().block_on(async {
+                let f = fixture();
+                let census = Arc::new(Census::default());
+                let t = handle(&f, counted_body(census.clone()));
+                t.start().await;
+                let calls: Vec<_> = ops
+                    .into_iter()
+                    .map(|op| {
+                        let t = t.clone();
+                        tokio::spawn(async move { apply(&t, op).await })
+                    })
+                    .collect();
+                for c in calls {
+                    c.await.unwrap();
+                }
+                let alive = usize::from(matches!(t.state(), TaskState::Running | TaskState::Paused));
+                wait_until("settled", || census.alive.load(Ordering::SeqCst) == alive).await;
+                assert!(census.max.load(Ordering::SeqCst) <= 1, "two bodies at once");
+                t.stop(tokio::time::Instant::now() + Duration::from_secs(10)).await;
+                assert_eq!(census.alive.load(Ordering::SeqCst), 0);
+            });
+        }
+    }
 }

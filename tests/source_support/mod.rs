@@ -19,18 +19,19 @@ pub struct Hub {
 
 impl Hub {
     pub fn start(partitions: u32) -> Hub {
+        Hub::start_with(EmulatorOptions {
+            partitions,
+            ..Default::default()
+        })
+    }
+    pub fn start_with(opts: EmulatorOptions) -> Hub {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let emu = rt
-            .block_on(Emulator::start(EmulatorOptions {
-                partitions,
-                ..Default::default()
-            }))
-            .unwrap();
+        let emu = rt.block_on(Emulator::start(opts)).unwrap();
         Hub { emu: Some(emu), rt }
     }
     pub fn emu(&self) -> &Emulator {
@@ -96,13 +97,18 @@ pub fn source_file(dir: &Path, name: &str, topic: &str, hub: &Hub, extra: &str) 
 
 /// Starts `iotconnect standalone` and waits until it says it started.
 pub fn start(worker: &Path, source: &Path) -> Process {
+    start_env(worker, source, &[])
+}
+
+/// [`start`] with extra environment variables.
+pub fn start_env(worker: &Path, source: &Path, env: &[(&str, &str)]) -> Process {
     let p = Process::spawn(
         &[
             "standalone",
             worker.to_str().unwrap(),
             source.to_str().unwrap(),
         ],
-        &[],
+        env,
     );
     p.wait_for_log("Kafka Connect started", T);
     p
@@ -183,4 +189,64 @@ pub fn unique_and_duplicates(topic: &str) -> (usize, usize) {
         }
     }
     (seen.len(), dups)
+}
+
+/// The REST port written into a worker file by [`worker_file`].
+pub fn rest_port(worker: &Path) -> u16 {
+    let text = std::fs::read_to_string(worker).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("listeners=http://127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("listeners= in the worker file")
+}
+
+/// GET `path` on the worker's REST port: (status, body).
+pub fn rest_get(port: u16, path: &str) -> (u16, String) {
+    let r = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+/// The value of the Prometheus sample `name` whose labels contain every `labels` pair (`k="v"`).
+pub fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (_, text) = rest_get(port, "/metrics");
+    text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        if n != name {
+            return None;
+        }
+        labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.parse().ok())
+            .flatten()
+    })
+}
+
+/// POSTs a fault to the emulator's `/emulator/faults`.
+pub fn post_fault(hub: &Hub, body: serde_json::Value) {
+    let url = format!("{}/emulator/faults", hub.emu().info().http_endpoint);
+    let r = reqwest::blocking::Client::new()
+        .post(url)
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .unwrap();
+    let status = r.status();
+    assert!(status.is_success(), "{status}: {}", r.text().unwrap());
+}
+
+/// The Connect status of task 0 of `connector` (`RUNNING`, `FAILED`, …) and its trace.
+pub fn task_state(port: u16, connector: &str) -> (String, String) {
+    let (_, body) = rest_get(port, &format!("/connectors/{connector}/status"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let t = &v["tasks"][0];
+    (
+        t["state"].as_str().unwrap_or("").to_string(),
+        t["trace"].as_str().unwrap_or("").to_string(),
+    )
 }

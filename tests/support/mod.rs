@@ -304,8 +304,8 @@ pub fn iotconnect_bin() -> PathBuf {
 }
 
 /// Path of the `iotconnect-emulator` binary of this workspace, next to the test binary's target
-/// directory (`target/<profile>/`). Built there first (`cargo build -p iotconnect-emulator`, same
-/// profile) when missing, once per test binary.
+/// directory (`target/<profile>/`). Brought up to date there first (`cargo build -p
+/// iotconnect-emulator`, same profile; a no-op when fresh), once per test binary.
 pub fn emulator_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -317,7 +317,7 @@ pub fn emulator_bin() -> PathBuf {
             .expect("target/<profile> directory")
             .to_path_buf();
         let bin = dir.join("iotconnect-emulator");
-        if !bin.exists() {
+        {
             let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
             cmd.args([
                 "build",
