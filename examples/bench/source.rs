@@ -508,9 +508,8 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         o.rate, un.p50_ms, un.p99_ms
     );
     println!(
-        "| peak RSS (worker in-process, emulator in a child) | {:.1} MB |",
+        "| peak RSS of the bench process during the unpinned iotconnect run (incl. heap kept from earlier phases) | {:.1} MB |",
         un.peak_rss_mb
-            .max(pinned.as_ref().map_or(0.0, |p| p.peak_rss_mb))
     );
     let eps = un.s.per_s();
     let ratio = eps / un.r.per_s().min(un.p.per_s());
