@@ -85,13 +85,36 @@ fn emulator_fields() -> definitions::Fields {
     f
 }
 
-/// Accepts connections until `shutdown` flips to true.
+/// A plain TCP or a TLS stream, whichever the listener gives.
+pub(crate) trait Io:
+    AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static
+{
+}
+impl<T: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static> Io for T {}
+
+/// Accepts AMQP connections until `shutdown` flips to true.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     hub: Arc<Hub>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    accept_loop(listener, tls, hub, shutdown, "AMQP", handle_connection).await
+}
+
+/// The accept loop of every listener (AMQP, WebSocket): TLS handshake when configured, one task per
+/// connection running `serve`, all of them ended when `shutdown` flips to true.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+    serve: F,
+) where
+    F: Fn(Box<dyn Io>, Arc<Hub>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -100,7 +123,7 @@ pub(crate) async fn serve(
                 let (tcp, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
-                        tracing::warn!(error = %e, "AMQP accept failed");
+                        tracing::warn!(error = %e, "{what} accept failed");
                         continue;
                     }
                 };
@@ -108,13 +131,13 @@ pub(crate) async fn serve(
                 let hub = hub.clone();
                 let tls = tls.clone();
                 conns.spawn(async move {
-                    tracing::debug!(%peer, "AMQP connection");
+                    tracing::debug!(%peer, "{what} connection");
                     match tls {
                         Some(tls) => match tls.accept(tcp).await {
-                            Ok(s) => handle_connection(s, hub).await,
+                            Ok(s) => serve(Box::new(s), hub).await,
                             Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
                         },
-                        None => handle_connection(tcp, hub).await,
+                        None => serve(Box::new(tcp), hub).await,
                     }
                 });
             }

@@ -144,36 +144,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     hub: Arc<Hub>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "WebSocket accept failed");
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let hub = hub.clone();
-                let tls = tls.clone();
-                conns.spawn(async move {
-                    tracing::debug!(%peer, "WebSocket connection");
-                    match tls {
-                        Some(tls) => match tls.accept(tcp).await {
-                            Ok(s) => upgrade_and_serve(s, hub).await,
-                            Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                        },
-                        None => upgrade_and_serve(tcp, hub).await,
-                    }
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.abort_all();
+    super::amqp::accept_loop(listener, tls, hub, shutdown, "WebSocket", upgrade_and_serve).await
 }

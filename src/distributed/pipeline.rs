@@ -31,7 +31,6 @@ use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
 use azure_messaging_eventhubs::{OpenReceiverOptions, StartPosition};
 use futures::StreamExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use std::sync::Arc;
@@ -443,35 +442,16 @@ impl Part {
     ) -> Result<DeliveryFuture, Option<KafkaError>> {
         let topic = self.job.source.topic.as_str();
         loop {
-            let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-            if let Some(k) = &rec.key {
-                fr = fr.key(k.as_slice());
-            }
-            if let Some(v) = &rec.value {
-                fr = fr.payload(v.as_slice());
-            }
-            if let Some(ts) = rec.timestamp {
-                fr = fr.timestamp(ts);
-            }
-            if !rec.headers.is_empty() {
-                let mut h = OwnedHeaders::new_with_capacity(rec.headers.len());
-                for (k, v) in &rec.headers {
-                    h = h.insert(Header {
-                        key: k,
-                        value: Some(v.as_slice()),
-                    });
-                }
-                fr = fr.headers(h);
-            }
-            match self.producer.send_result(fr) {
+            // The standalone source's one record -> FutureRecord path.
+            match crate::source::produce::send(&self.producer, topic, rec) {
                 Ok(d) => return Ok(d),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     tokio::select! {
                         _ = stop.cancelled() => return Err(None),
                         _ = tokio::time::sleep(Duration::from_millis(2)) => {}
                     }
                 }
-                Err((e, _)) => return Err(Some(e)),
+                Err(e) => return Err(Some(e)),
             }
         }
     }
