@@ -518,3 +518,94 @@ fn java_properties_parsing_matches_the_jdk_on_generated_inputs() {
             .join("\n")
     );
 }
+
+fn distributed_worker_file(
+    dir: &Path,
+    bootstrap: &str,
+    group: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    write_file(
+        dir,
+        "distributed.properties",
+        &format!(
+            "bootstrap.servers={bootstrap}\n\
+             key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+             value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+             group.id={group}\n\
+             config.storage.topic={group}-configs\n\
+             offset.storage.topic={group}-offsets\n\
+             status.storage.topic={group}-status\n\
+             config.storage.replication.factor=1\n\
+             offset.storage.replication.factor=1\n\
+             status.storage.replication.factor=1\n\
+             session.timeout.ms=6000\n\
+             listeners=http://127.0.0.1:{}\n{extra}",
+            free_port()
+        ),
+    )
+}
+
+/// The distributed worker starts and stops through the same steps as the standalone one
+/// (`worker::process`): Connect's exit codes and closing lines, systemd READY/STATUS/STOPPING.
+#[test]
+fn distributed_exit_codes_and_systemd_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    // Kafka unreachable: exit 2, "Stopping due to error".
+    let port = free_port();
+    let w = distributed_worker_file(
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        "cli-dist-down",
+        "default.api.timeout.ms=2000\n",
+    );
+    let mut p = Process::spawn(&["distributed", w.to_str().unwrap()], &[]);
+    assert_eq!(p.wait(Duration::from_secs(30)), Some(2), "{}", p.log());
+    assert!(p.log().contains("Stopping due to error"), "{}", p.log());
+
+    // A connector file that cannot make a connector: exit 3, "Stopping after connector error".
+    let broker = broker();
+    let w = distributed_worker_file(dir.path(), &broker.bootstrap, "cli-dist", "");
+    let c = write_file(
+        dir.path(),
+        "c.properties",
+        "name=x\nconnector.class=IotHubSource\n",
+    );
+    let mut p = Process::spawn(
+        &["distributed", w.to_str().unwrap(), c.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(p.wait(Duration::from_secs(30)), Some(3), "{}", p.log());
+    assert!(
+        p.log().contains("Stopping after connector error"),
+        "{}",
+        p.log()
+    );
+
+    // A worker without connectors: READY=1 with a status line, STOPPING=1 on SIGTERM, exit 0.
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut p = Process::spawn(
+        &["distributed", w.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let mut expect = |needle: &str, seen: &mut String| {
+        while !seen.contains(needle) {
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {needle} in notifications ({e}): {seen}"));
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    };
+    expect("READY=1", &mut seen);
+    assert!(seen.contains("STATUS=no connectors"), "{seen}");
+    p.signal(libc::SIGTERM);
+    expect("STOPPING=1", &mut seen);
+    assert_eq!(p.wait(Duration::from_secs(30)), Some(0), "{}", p.log());
+    assert!(p.log().contains("Kafka Connect stopped"), "{}", p.log());
+}

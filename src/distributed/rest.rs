@@ -38,6 +38,33 @@ pub struct Api {
     pub not_ready: Mutex<Option<String>>,
 }
 
+impl Api {
+    /// One line for systemd's STATUS=, e.g. `source iot: hub partitions [0, 2] of 4; sinks: 1 connector(s), 1/1 task(s) running`.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let owned = s.owned.indexes.lock().unwrap().clone();
+                format!(
+                    "source {}: hub partitions {owned:?} of {}",
+                    s.name, s.partitions
+                )
+            })
+            .collect();
+        if let Some(w) = &self.sinks {
+            parts.push(format!("sinks: {}", crate::worker::systemd::summary(w)));
+        }
+        if let Some(why) = self.not_ready.lock().unwrap().as_deref() {
+            parts.push(format!("not ready: {why}"));
+        }
+        if parts.is_empty() {
+            return "no connectors".to_string();
+        }
+        parts.join("; ")
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,

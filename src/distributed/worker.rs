@@ -2,8 +2,10 @@
 //! agree on connector configurations, import standalone offsets once, join one group per source
 //! connector, serve REST, and on SIGTERM leave the groups (finishing every transaction) and stop.
 //!
-//! Exit codes as Connect's: 2 invalid worker file / Kafka unreachable / REST port taken, 3 a connector
-//! cannot be created, 0 after a clean stop.
+//! Exit codes as Connect's (decided in `worker::process`): 2 invalid worker file / Kafka unreachable /
+//! REST port taken, 3 a connector cannot be created, 0 after a clean stop, 4 when a sink connector's
+//! stop was not clean. systemd READY=1 is sent once REST serves, with a status line naming the owned
+//! hub partitions.
 
 use super::group::{self, Owned};
 use super::pipeline::SourceJob;
@@ -13,6 +15,7 @@ use crate::config::distributed::{self, DistributedConfig};
 use crate::config::{kafka, ConnectorConfig, ConnectorKind, Loaded};
 use crate::offsets::kafka::{ensure_compacted_topic, has_connector, load_store, TopicSpec};
 use crate::offsets::OffsetStore;
+use crate::worker::process::{self, Step};
 use anyhow::Context;
 use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
@@ -23,26 +26,19 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-const EXIT_INIT: u8 = 2;
-const EXIT_CONNECTOR: u8 = 3;
-
 pub fn main(worker: PathBuf, connectors: Vec<PathBuf>, replace_config: bool) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_INIT);
+    process::block_on(async move {
+        match run(worker, connectors, replace_config).await {
+            Ok(code) | Err(code) => code,
         }
-    };
-    let code = rt.block_on(run(worker, connectors, replace_config));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    code
+    })
 }
 
-async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool) -> ExitCode {
+async fn run(
+    worker_path: PathBuf,
+    connector_paths: Vec<PathBuf>,
+    replace: bool,
+) -> Result<ExitCode, ExitCode> {
     let t0 = Instant::now();
     info!("Kafka Connect distributed worker initializing ...");
     let loaded = match distributed::load(&worker_path, &connector_paths) {
@@ -51,54 +47,25 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
             for p in &problems.0 {
                 error!("{p}");
             }
-            if worker_failed {
-                error!("Stopping due to error");
-                return ExitCode::from(EXIT_INIT);
-            }
-            error!("Stopping after connector error");
-            return ExitCode::from(EXIT_CONNECTOR);
+            return Err(if worker_failed {
+                Step::Init.stop()
+            } else {
+                Step::Connector.stop()
+            });
         }
     };
     for w in &loaded.warnings {
         warn!("{w}");
     }
     let cfg = Arc::new(loaded.config);
-    let mut values = String::from("DistributedConfig values: ");
-    for (k, v) in cfg.worker.file.masked() {
-        values.push_str(&format!("\n\t{k} = {v}"));
-    }
-    info!("{values}");
-    let cluster_id = match crate::worker::kafka::cluster_id(&cfg.worker).await {
-        Ok(id) => id,
-        Err(e) => {
-            error!("{e:#}");
-            error!("Stopping due to error");
-            return ExitCode::from(EXIT_INIT);
-        }
-    };
+    process::log_values("DistributedConfig", cfg.worker.file.masked());
+    let cluster_id = Step::Init.check(crate::worker::kafka::cluster_id(&cfg.worker).await)?;
     info!("Kafka cluster ID: {cluster_id}");
-    let base = match kafka::admin_settings(&cfg.worker) {
-        Ok(s) => s.config,
-        Err(p) => {
-            error!("{p}");
-            return ExitCode::from(EXIT_INIT);
-        }
-    };
+    let base = Step::Init.check(kafka::admin_settings(&cfg.worker))?.config;
     for spec in [&cfg.config_topic, &cfg.offset_topic, &cfg.status_topic] {
-        if let Err(e) = ensure_compacted_topic(&base, spec).await {
-            error!("{e:#}");
-            error!("Stopping due to error");
-            return ExitCode::from(EXIT_INIT);
-        }
+        Step::Init.check(ensure_compacted_topic(&base, spec).await)?;
     }
-    let listeners = match crate::rest::bind(&cfg.worker).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{e:#}");
-            error!("Stopping due to error");
-            return ExitCode::from(EXIT_INIT);
-        }
-    };
+    let listeners = Step::Init.check(crate::rest::bind(&cfg.worker).await)?;
     info!(
         "Kafka Connect distributed worker initialization took {}ms",
         t0.elapsed().as_millis()
@@ -135,10 +102,8 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
                 views.push(view);
             }
             Err(e) => {
-                error!("{e:#}");
-                error!("Stopping after connector error");
                 stop.cancel();
-                return ExitCode::from(EXIT_CONNECTOR);
+                return Err(Step::Connector.fail(e));
             }
         }
     }
@@ -150,27 +115,16 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
             connectors: sinks,
             warnings: Vec::new(),
         };
-        let store = match crate::offsets::kafka::KafkaOffsetBackingStore::new(
-            &base,
-            &cfg.offset_topic.name,
-            cfg.worker.kafka_check_timeout,
-        ) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                error!("{e:#}");
-                return ExitCode::from(EXIT_INIT);
-            }
-        };
-        match crate::worker::runtime::Worker::start(l, cluster_id.clone(), &crate::plugins(), store)
-            .await
-        {
-            Ok(w) => Some(w),
-            Err(e) => {
-                error!("{e:#}");
-                error!("Stopping after connector error");
-                return ExitCode::from(EXIT_CONNECTOR);
-            }
-        }
+        let store = Arc::new(Step::Init.check(
+            crate::offsets::kafka::KafkaOffsetBackingStore::new(
+                &base,
+                &cfg.offset_topic.name,
+                cfg.worker.kafka_check_timeout,
+            ),
+        )?);
+        let plugins = crate::plugins();
+        let started = crate::worker::runtime::Worker::start(l, cluster_id.clone(), &plugins, store);
+        Some(Step::Connector.check(started.await)?)
     };
     let api = Arc::new(Api {
         worker_id: cfg.worker.worker_id.clone(),
@@ -197,9 +151,8 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
             let _ = axum::serve(l, app).await;
         });
     }
-    info!("Kafka Connect started");
-    crate::worker::signals::wait_for_shutdown().await;
-    info!("Kafka Connect stopping");
+    let status = api.clone();
+    process::run_until_signal(move || status.summary()).await;
     stop.cancel();
     for g in groups {
         match g.await {
@@ -208,13 +161,15 @@ async fn run(worker_path: PathBuf, connector_paths: Vec<PathBuf>, replace: bool)
             Err(e) => warn!("group task: {e}"),
         }
     }
+    let mut code = ExitCode::SUCCESS;
     if let Some(w) = sink_runtime {
         if let Err(e) = w.stop().await {
             warn!("stopping the sink connectors: {}", e.join("; "));
+            code = ExitCode::from(process::EXIT_STOP_FAILED);
         }
     }
     info!("Kafka Connect stopped");
-    ExitCode::SUCCESS
+    Ok(code)
 }
 
 enum Prepared {
@@ -234,9 +189,7 @@ async fn prepare(
     let source = c.source.clone().context("no source settings")?;
     let records = crate::source::record::RecordBuilder::new(&cfg.worker, &c)
         .with_context(|| format!("connector {}", c.name))?;
-    let producer_base = kafka::producer_settings(&cfg.worker, &c, 0)
-        .map_err(|p| anyhow::anyhow!("{p}"))?
-        .config;
+    let producer_base = kafka::producer_settings(&cfg.worker, &c, 0)?.config;
     let partitions = crate::source::discover_partitions(&c.name, &source).await?;
 
     // The configuration must be the group's.
@@ -347,7 +300,7 @@ async fn import_standalone_offsets(
         info!("No standalone offsets file {} to import", file.display());
         return Ok(());
     }
-    let store = OffsetStore::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = OffsetStore::load(&file)?;
     let mut n = 0;
     for (k, v) in store.entries() {
         let Some(v) = v else { continue };

@@ -6,13 +6,15 @@
 //!   running worker.
 //! * [`errors`]: error classes, tolerance, log and dead letter queue reporters (decided here only);
 //!   [`producer`]: the one Kafka send path; [`backoff`]: the one backoff.
-//! * [`standalone`], [`validate`], [`signals`], [`systemd`], [`logging`], [`kafka`]: the process.
+//! * [`process`]: runtime, exit codes and start/stop steps shared by both worker modes;
+//!   [`standalone`], [`validate`], [`signals`], [`systemd`], [`logging`], [`kafka`]: the process.
 
 pub mod backoff;
 pub mod connector;
 pub mod errors;
 pub mod kafka;
 pub mod logging;
+pub mod process;
 pub mod producer;
 pub mod runtime;
 pub mod signals;

@@ -2,7 +2,6 @@
 //! when `WatchdogSec=` is set, STOPPING=1 at shutdown. Without `NOTIFY_SOCKET` every call is a no-op.
 
 use sd_notify::NotifyState;
-use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
 
@@ -38,9 +37,14 @@ pub fn summary(worker: &Worker) -> String {
     s
 }
 
-/// READY=1 plus a status line; starts the watchdog/status pinger when systemd asked for one.
-pub fn ready(worker: Arc<Worker>) {
-    let status = summary(&worker);
+/// READY=1 plus a status line (`status()`, e.g. [`summary`] of the running worker); starts the
+/// watchdog/status pinger when systemd asked for one.
+pub fn ready<S>(status: S)
+where
+    S: Fn() -> String + Send + Sync + 'static,
+{
+    let summary = status;
+    let status = summary();
     send(&[NotifyState::Ready, NotifyState::Status(&status)]);
     let usec = watchdog_usec();
     let watchdog = usec.is_some();
@@ -57,7 +61,7 @@ pub fn ready(worker: Arc<Worker>) {
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
-            let status = summary(&worker);
+            let status = summary();
             if watchdog {
                 send(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
             } else {
