@@ -1,10 +1,11 @@
-//! Configuration: Java .properties loading, config providers, typed worker and connector configs.
+//! Configuration: Java .properties loading (`properties`, `providers`, `reader`), typed worker configs
+//! (`worker`, `distributed`, `rest`, `kafka` for the clients' settings) and connector configs
+//! (`connector` the common keys, `source`, `sink`, `transport` the hub endpoint keys both share).
 //!
 //! Loading never stops at the first problem: every problem of every file is collected and reported
 //! as `FILE:KEY: message`, and no message ever contains the value of a secret key.
 
 pub mod connector;
-// [dist] connect-distributed.properties
 pub mod distributed;
 pub mod kafka;
 pub mod problem;
@@ -15,6 +16,9 @@ pub mod providers;
 pub mod reader;
 pub mod rest;
 pub mod secret;
+pub mod sink;
+pub mod source;
+pub mod transport;
 pub mod worker;
 
 pub use connector::{ConnectorConfig, ConnectorKind, SinkConfig, SourceConfig, Topics};
