@@ -163,6 +163,28 @@ fn wait_all_running(w: &Worker, ids: &[String], timeout: Duration) -> Duration {
     t0.elapsed()
 }
 
+/// Every task's status entry as written to the status topic: (worker_id, generation) by task key.
+fn task_generations(cl: &Cluster) -> Vec<(String, String, i32)> {
+    let base = {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &broker().bootstrap);
+        c
+    };
+    let entries = iotconnect::distributed::status::read_all(
+        &base,
+        &format!("{}-status", cl.group),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let mut v: Vec<(String, String, i32)> = entries
+        .into_iter()
+        .filter(|(k, e)| k.starts_with("status-task-") && e.state == "RUNNING")
+        .map(|(k, e)| (k, e.worker_id, e.generation))
+        .collect();
+    v.sort();
+    v
+}
+
 fn id(w: &Worker) -> String {
     format!("127.0.0.1:{}", w.port)
 }
@@ -429,6 +451,14 @@ fn exactly_once_while_scaling_1_3_1() {
     let cl = Cluster::new(&hub, true, "");
     let first = cl.start(0, "", None);
     wait_all_running(&first, &[id(&first)], T);
+    // Status entries carry the coordination group's generation (Connect's `generation`).
+    let alone = task_generations(&cl);
+    assert_eq!(alone.len(), PARTITIONS as usize, "{alone:?}");
+    let g1 = alone[0].2;
+    assert!(
+        alone.iter().all(|t| t.2 == g1),
+        "one assignment, one generation: {alone:?}"
+    );
     let gen = Generator::start(&hub, 300);
     std::thread::sleep(Duration::from_secs(5));
     let mut more: Vec<Worker> = (1..3).map(|n| cl.start(n, "", None)).collect();
@@ -444,6 +474,12 @@ fn exactly_once_while_scaling_1_3_1() {
             .collect();
         used.len() == 3 && used.iter().all(|u| ids.contains(u))
     });
+    let spread = task_generations(&cl);
+    let moved: Vec<_> = spread.iter().filter(|t| t.1 != id(&first)).collect();
+    assert!(
+        !moved.is_empty() && moved.iter().all(|t| t.2 > g1),
+        "tasks taken over by new workers carry a newer generation than {g1}: {spread:?}"
+    );
     std::thread::sleep(Duration::from_secs(5));
     for w in more.iter_mut() {
         assert_eq!(w.p.terminate(T), Some(0));

@@ -37,7 +37,8 @@ pub fn coordination_group(group: &str, connector: &str) -> String {
 }
 
 enum Command {
-    Assign(Vec<usize>),
+    /// Partitions newly assigned in the group generation given.
+    Assign(Vec<usize>, i32),
     Revoke(Vec<usize>, std::sync::mpsc::Sender<()>),
     Ended(usize, u64, End),
     /// A fenced pipeline's partition, to restart if it is still ours.
@@ -48,6 +49,8 @@ enum Command {
 
 struct GroupContext {
     tx: mpsc::UnboundedSender<Command>,
+    /// Partitions assigned by the last rebalance callback, not yet handed on.
+    assigned: Mutex<Vec<usize>>,
     connector: String,
     revoke_timeout: Duration,
 }
@@ -92,13 +95,29 @@ impl ConsumerContext for GroupContext {
                 .map(|e| e.partition() as usize)
                 .collect();
             if !parts.is_empty() {
-                info!(
-                    "Connector {}: hub partitions {:?} assigned to this worker",
-                    self.connector, parts
-                );
-                let _ = self.tx.send(Command::Assign(parts));
+                // Handed on by the poll thread once the callback has returned: asking librdkafka
+                // for the group's metadata from inside a rebalance callback can block.
+                self.assigned.lock().unwrap().extend(parts);
             }
         }
+    }
+}
+
+/// The consumer group's current generation id (what Connect writes as a status entry's
+/// `generation`); 0 when librdkafka has none. rdkafka 0.39 keeps `ConsumerGroupMetadata`'s pointer
+/// private, so this asks librdkafka directly.
+fn group_generation<C: ConsumerContext>(c: &BaseConsumer<C>) -> i32 {
+    use rdkafka::bindings as rd;
+    // SAFETY: the client pointer is valid for `c`'s life; the metadata object returned is owned
+    // here, read once and destroyed; a null result (no group) is checked first.
+    unsafe {
+        let md = rd::rd_kafka_consumer_group_metadata(c.client().native_ptr());
+        if md.is_null() {
+            return 0;
+        }
+        let g = rd::rd_kafka_consumer_group_metadata_generation_id(md);
+        rd::rd_kafka_consumer_group_metadata_destroy(md);
+        g.max(0)
     }
 }
 
@@ -138,6 +157,7 @@ pub async fn run(
     );
     let ctx = GroupContext {
         tx: tx.clone(),
+        assigned: Mutex::new(Vec::new()),
         connector: job.connector.name.clone(),
         revoke_timeout: cfg.rebalance_timeout,
     };
@@ -154,6 +174,15 @@ pub async fn run(
             while poll_flag.load(Ordering::SeqCst) {
                 // The topic is empty: poll only serves the group protocol and rebalance callbacks.
                 let _ = consumer.poll(Duration::from_millis(100));
+                let parts = std::mem::take(&mut *consumer.context().assigned.lock().unwrap());
+                if !parts.is_empty() {
+                    let generation = group_generation(&consumer);
+                    info!(
+                        "Connector {}: hub partitions {parts:?} assigned to this worker (group generation {generation})",
+                        consumer.context().connector
+                    );
+                    let _ = consumer.context().tx.send(Command::Assign(parts, generation));
+                }
             }
             // Leaving: revoke everything (the callback stops the pipelines), then LeaveGroup on drop.
             consumer.unsubscribe();
@@ -172,24 +201,29 @@ pub async fn run(
 
     let mut running: HashMap<usize, (CancellationToken, u64)> = HashMap::new();
     let mut assigned: Vec<usize> = Vec::new();
-    let mut generation: u64 = 0;
+    // Pipeline instances (an `Ended` of an older instance of the same partition is ignored).
+    let mut instance: u64 = 0;
+    // The group generation of the latest assignment (written into status entries).
+    let mut group_gen: i32 = 0;
     let mut revokes: Vec<(HashSet<usize>, std::sync::mpsc::Sender<()>)> = Vec::new();
-    let start =
-        |i: usize, running: &mut HashMap<usize, (CancellationToken, u64)>, gen: &mut u64| {
-            if running.contains_key(&i) || i >= job.partitions.len() {
-                return;
-            }
-            *gen += 1;
-            let token = CancellationToken::new();
-            running.insert(i, (token.clone(), *gen));
-            let j = job.clone();
-            let tx = tx.clone();
-            let g = *gen;
-            tokio::spawn(async move {
-                let end = pipeline::run(j, i, token).await;
-                let _ = tx.send(Command::Ended(i, g, end));
-            });
-        };
+    let start = |i: usize,
+                 running: &mut HashMap<usize, (CancellationToken, u64)>,
+                 instance: &mut u64,
+                 group_gen: i32| {
+        if running.contains_key(&i) || i >= job.partitions.len() {
+            return;
+        }
+        *instance += 1;
+        let token = CancellationToken::new();
+        running.insert(i, (token.clone(), *instance));
+        let j = job.clone();
+        let tx = tx.clone();
+        let n = *instance;
+        tokio::spawn(async move {
+            let end = pipeline::run(j, i, group_gen, token).await;
+            let _ = tx.send(Command::Ended(i, n, end));
+        });
+    };
     let mut stopping = false;
     let mut closed = false;
     loop {
@@ -203,17 +237,18 @@ pub async fn run(
         };
         let Some(cmd) = cmd else { break };
         match cmd {
-            Command::Assign(parts) => {
+            Command::Assign(parts, g) => {
+                group_gen = g;
                 for i in parts {
                     if !assigned.contains(&i) {
                         assigned.push(i);
                     }
-                    start(i, &mut running, &mut generation);
+                    start(i, &mut running, &mut instance, group_gen);
                 }
             }
             Command::Retry(i) => {
                 if assigned.contains(&i) && !stopping {
-                    start(i, &mut running, &mut generation);
+                    start(i, &mut running, &mut instance, group_gen);
                 }
             }
             Command::Revoke(parts, done) => {

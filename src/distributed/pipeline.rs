@@ -110,12 +110,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Runs hub partition `index` until `stop` or an end; writes its status.
-pub async fn run(job: Arc<SourceJob>, index: usize, stop: CancellationToken) -> End {
+/// `generation` is the coordination group's generation of the assignment that started it.
+pub async fn run(
+    job: Arc<SourceJob>,
+    index: usize,
+    generation: i32,
+    stop: CancellationToken,
+) -> End {
     let p = job.partitions[index].clone();
     let key = task_key(&job.connector.name, index as i32);
-    let end = run_inner(&job, &p, &stop).await;
+    let end = run_inner(&job, &p, generation, &stop).await;
     match &end {
-        End::Stopped => job.status.put(&key, "UNASSIGNED", None).await,
+        End::Stopped => job.status.put(&key, "UNASSIGNED", None, generation).await,
         End::Fenced(why) => info!(
             "WorkerSourceTask{{id={}-{index}}} hub partition {p} was taken over by another worker: {why}",
             job.connector.name
@@ -126,13 +132,18 @@ pub async fn run(job: Arc<SourceJob>, index: usize, stop: CancellationToken) -> 
                 "WorkerSourceTask{{id={}-{index}}} Task threw an uncaught and unrecoverable exception: {trace}",
                 job.connector.name
             );
-            job.status.put(&key, "FAILED", Some(&trace)).await
+            job.status.put(&key, "FAILED", Some(&trace), generation).await
         }
     }
     end
 }
 
-async fn run_inner(job: &Arc<SourceJob>, p: &str, stop: &CancellationToken) -> End {
+async fn run_inner(
+    job: &Arc<SourceJob>,
+    p: &str,
+    generation: i32,
+    stop: &CancellationToken,
+) -> End {
     let eos = job.cfg.exactly_once();
     let mut cfg = job.producer_base.clone();
     cfg.set("partitioner", "murmur2_random").set(
@@ -172,6 +183,7 @@ async fn run_inner(job: &Arc<SourceJob>, p: &str, stop: &CancellationToken) -> E
             &task_key(&job.connector.name, job.index_of(p) as i32),
             "RUNNING",
             None,
+            generation,
         )
         .await;
     let mut part = Part {

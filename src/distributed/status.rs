@@ -48,8 +48,10 @@ impl StatusWriter {
         })
     }
 
-    pub async fn put(&self, key: &str, state: &str, trace: Option<&str>) {
-        let v = value(state, trace, &self.worker_id, 0);
+    /// Writes `key`'s status; `generation` is the coordination group's generation the entry was
+    /// decided in (0 for a connector's entry, written before the worker joins).
+    pub async fn put(&self, key: &str, state: &str, trace: Option<&str>, generation: i32) {
+        let v = value(state, trace, &self.worker_id, generation);
         let r = self
             .producer
             .send(
@@ -69,6 +71,7 @@ pub struct Entry {
     pub state: String,
     pub worker_id: String,
     pub trace: Option<String>,
+    pub generation: i32,
 }
 
 /// Reads the status topic to its end: latest entry per key (tombstones remove).
@@ -91,6 +94,7 @@ pub fn read_all(
                         state: j["state"].as_str().unwrap_or("UNASSIGNED").to_string(),
                         worker_id: j["worker_id"].as_str().unwrap_or_default().to_string(),
                         trace: j["trace"].as_str().map(String::from),
+                        generation: j["generation"].as_i64().unwrap_or(0) as i32,
                     },
                 );
             }
@@ -152,6 +156,7 @@ mod tests {
                 state: "RUNNING".into(),
                 worker_id: "w1".into(),
                 trace: None,
+                generation: 3,
             },
         );
         m.insert(
@@ -160,6 +165,7 @@ mod tests {
                 state: "FAILED".into(),
                 worker_id: "w2".into(),
                 trace: Some("boom".into()),
+                generation: 4,
             },
         );
         let s = connector_status("c", 3, &m);

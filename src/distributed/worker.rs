@@ -248,7 +248,7 @@ async fn prepare(
     import_standalone_offsets(cfg, base, &producer, &c).await?;
     let status = status::StatusWriter::new(base, &cfg.status_topic.name, &cfg.worker.worker_id)?;
     status
-        .put(&status::connector_key(&c.name), "RUNNING", None)
+        .put(&status::connector_key(&c.name), "RUNNING", None, 0)
         .await;
     info!("Created connector {}", c.name);
     Ok(Prepared::Run(Arc::new(SourceJob {
