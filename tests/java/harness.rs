@@ -25,7 +25,7 @@ impl Jdk {
             return None;
         }
         let classes = tempfile::tempdir().expect("temp dir");
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/JavaCheck.java");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java/JavaCheck.java");
         let out = Command::new("javac")
             .arg("-d")
             .arg(classes.path())
@@ -57,7 +57,7 @@ impl Jdk {
         }
         let jdk = Jdk::compile()?;
         let classpath = Self::classpath_of(&jdk, &jars);
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/JacksonCheck.java");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java/JacksonCheck.java");
         let out = Command::new("javac")
             .arg("-cp")
             .arg(&classpath)

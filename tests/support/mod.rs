@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The repository root (this package is its `tests/` directory).
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
@@ -298,48 +299,57 @@ pub fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     p
 }
 
-/// Path of the built `iotconnect` binary.
+/// Path of the `iotconnect` binary of this workspace (see [`workspace_bin`]).
 pub fn iotconnect_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_iotconnect"))
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("iotconnect", "iotconnect"))
+        .clone()
 }
 
-/// Path of the `iotconnect-emulator` binary of this workspace, next to the test binary's target
-/// directory (`target/<profile>/`). Brought up to date there first (`cargo build -p
-/// iotconnect-emulator`, same profile; a no-op when fresh), once per test binary.
+/// Path of the `iotconnect-emulator` binary of this workspace (see [`workspace_bin`]).
 pub fn emulator_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile> directory")
-            .to_path_buf();
-        let bin = dir.join("iotconnect-emulator");
-        {
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args([
-                "build",
-                "--quiet",
-                "-p",
-                "iotconnect-emulator",
-                "--bin",
-                "iotconnect-emulator",
-            ]);
-            if dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo build -p iotconnect-emulator");
-            assert!(status.success(), "building iotconnect-emulator failed");
-        }
-        assert!(bin.exists(), "{} missing", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("iotconnect-emulator", "iotconnect-emulator"))
+        .clone()
+}
+
+/// Path of binary `bin` of workspace package `package`, next to the test binary's target directory
+/// (`target/<profile>/`). Brought up to date there first (same profile; a no-op when fresh): a test
+/// binary of this package is not rebuilt when only the product's sources change, so it must not run
+/// a stale binary. Built together with this package (`-p iotconnect-tests`) so that dependency
+/// features unify as in `cargo test --workspace` and the artifacts of that build are reused (alone,
+/// `-p iotconnect` would compile fe2o3-amqp without `acceptor`, i.e. a second copy of the product).
+/// Callers do this once per test binary.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory")
+        .to_path_buf();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "iotconnect-tests",
+        "-p",
+        package,
+        "--bin",
+        bin,
+    ]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .current_dir(REPO)
+        .status()
+        .unwrap_or_else(|e| panic!("cargo build -p {package}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    let path = dir.join(bin);
+    assert!(path.exists(), "{} missing", path.display());
+    path
 }
 
 /// `iotconnect` running as a child process, its stderr collected line by line.
