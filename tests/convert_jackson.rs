@@ -2,8 +2,7 @@
 //! were verified with): string escaping, doubles, floats and binary as `ObjectMapper` writes the
 //! `JsonNode`s Kafka's JsonConverter builds. Skipped with a notice without a JDK or the jars.
 
-#[path = "java/harness.rs"]
-mod harness;
+use crate::harness;
 
 use iotconnect::connect::json;
 

@@ -2,8 +2,7 @@
 //! `Double.toString`, `Float.toString`, `Date.toString()` (UTC), `Instant.toString()` and the UTF-8
 //! decoder's replacement of malformed input. Skipped with a notice when `javac` is absent.
 
-#[path = "java/harness.rs"]
-mod harness;
+use crate::harness;
 
 use iotconnect::connect::java;
 

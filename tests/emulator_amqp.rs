@@ -1,7 +1,7 @@
 //! Partition receivers at the AMQP level (fe2o3-amqp 0.18 client): epoch stealing, credit flow,
 //! faults, and the TLS listener with a test CA.
 
-mod emulator_support;
+use crate::emulator_support;
 
 use emulator_support::*;
 use fe2o3_amqp::link::receiver::CreditMode;

@@ -3,7 +3,7 @@
 //! transport finds its roots), the C2D service endpoint through fe2o3-amqp-ws (ws and wss), and
 //! the upgrade's path and subprotocol checks.
 
-mod emulator_support;
+use crate::emulator_support;
 
 use azure_messaging_eventhubs::models::{AmqpSimpleValue, AmqpTransport, EventData};
 use azure_messaging_eventhubs::{

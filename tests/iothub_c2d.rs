@@ -1,8 +1,7 @@
 //! C2D client against the project's IoT Hub emulator (real AMQP over loopback).
 
+use crate::raw_c2d;
 use iotconnect::config::Secret;
-#[path = "../examples/bench/raw_c2d.rs"]
-mod raw_c2d;
 
 use iotconnect::iothub::c2d::{
     AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed, Completion, Outcome,
@@ -621,7 +620,7 @@ async fn raw_sender_sends_everything() {
 }
 
 /// Throughput of the client against the bare fe2o3 sender on the same emulator (prints both).
-/// A measurement, not a check: run with `cargo test --release --test iothub_c2d -- --ignored --nocapture`.
+/// A measurement, not a check: run with `cargo test --release -p iotconnect-tests --test sink -- --ignored --nocapture iothub_c2d::measure`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing measurement on a shared machine; run explicitly"]
 async fn measure_client_against_raw_sender() {

@@ -3,8 +3,7 @@
 //! `ObjectOutputStream` (as `save` does) are read by us, byte for byte. Skipped with a notice
 //! when `javac` is absent.
 
-#[path = "java/harness.rs"]
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 

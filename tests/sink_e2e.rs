@@ -1,7 +1,7 @@
 //! The IoT Hub sink end to end: the `iotconnect` binary (standalone) between a real broker and the
 //! in-process IoT Hub emulator; the device side is read through the emulator's device API.
 
-mod support;
+use crate::support;
 
 use iotconnect_emulator::{Emulator, EmulatorOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -3,8 +3,8 @@
 //! the task whatever the tolerance; in every case nothing past the last acknowledged record is
 //! committed. Real broker, emulator, `iotconnect standalone`.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use source_support::*;
 use std::time::Duration;

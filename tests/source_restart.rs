@@ -1,8 +1,8 @@
 //! Restarts, stored offsets, start positions and faults: the source neither loses nor (after a clean
 //! stop) duplicates events.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use source_support::*;
 use std::time::Duration;

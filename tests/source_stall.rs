@@ -2,8 +2,8 @@
 //! found through `$management`, torn down and reopened after the last delivered event; a partition
 //! that stays stalled is reported by `/readyz`. Uses the emulator's freeze and delay faults.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use serde_json::json;
 use source_support::*;

@@ -2,8 +2,8 @@
 //! emulator serves amqps:// and wss:// with a certificate of a test CA; iotconnect trusts it only
 //! through `SSL_CERT_FILE` (the Event Hubs library takes no TLS settings).
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use iotconnect_emulator::EmulatorOptions;
 use source_support::*;

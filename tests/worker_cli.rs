@@ -1,6 +1,6 @@
 //! The command line against real files and a real broker: `validate` and `standalone` start/stop.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
