@@ -8,10 +8,6 @@ use source_support::*;
 use std::time::Duration;
 use support::*;
 
-fn noschema_worker(dir: &std::path::Path) -> std::path::PathBuf {
-    worker_file(dir, JSON, JSON, "value.converter.schemas.enable=false\n")
-}
-
 #[test]
 fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let hub = Hub::start(2);

@@ -10,10 +10,6 @@ use source_support::*;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn noschema_worker(dir: &std::path::Path) -> std::path::PathBuf {
-    worker_file(dir, JSON, JSON, "value.converter.schemas.enable=false\n")
-}
-
 fn labels(p: &str) -> [(&str, &str); 2] {
     [("connector", "src"), ("partition", p)]
 }

@@ -246,6 +246,37 @@ pub fn read_topic(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> 
     out
 }
 
+/// The committed offset of `group` per partition 0..`partitions` of `topic` (-1: none).
+pub fn try_committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> rdkafka::error::KafkaResult<Vec<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let r = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(r.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect())
+}
+
+/// [`try_committed_offsets`]; panics when the broker does not answer.
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    try_committed_offsets(bootstrap, group, topic, partitions)
+        .unwrap_or_else(|e| panic!("committed offsets of {group} on {topic}: {e}"))
+}
+
 /// Number of records in a topic (sum of high watermarks; SQLite storage reports them right).
 pub fn topic_size(bootstrap: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -297,6 +328,45 @@ pub fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
     p
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it, written into a directory.
+pub struct Pki {
+    /// `ca.pem`
+    pub ca: PathBuf,
+    /// `server.pem`
+    pub cert: PathBuf,
+    /// `server.key`
+    pub key: PathBuf,
+    pub ca_pem: String,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// Generates a [`Pki`] into `dir` (fresh keys each call).
+pub fn pki(dir: &Path) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "iotconnect test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        ca_pem: ca.pem(),
+        ca_der: ca.der().clone(),
+    };
+    std::fs::write(&pki.ca, &pki.ca_pem).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    pki
 }
 
 /// Path of the `iotconnect` binary of this workspace (see [`workspace_bin`]).
