@@ -1,5 +1,5 @@
-//! The worker: command line, REST API, and the compatibility checks against the JDK (Java renderings,
-//! Jackson, the offsets file).
+//! The worker: command line, REST API, the compatibility checks against the JDK (Java renderings,
+//! Jackson, the offsets file), and the test layout itself.
 //!
 //! One test binary for the area: each former test file is a module (its tests are named
 //! `<file>::<test>`), the support modules are compiled once. The tests share one broker (started on
@@ -26,3 +26,5 @@ mod offsets_java;
 mod rest_api;
 #[path = "worker_cli.rs"]
 mod worker_cli;
+#[path = "worker_layout.rs"]
+mod worker_layout;
