@@ -4,9 +4,11 @@
 //! capability, so a broker that lacks it fails exactly that test.
 //!
 //! nisshi 0.7.0-pre.2 (the test broker) lacks three of them; those tests are `#[ignore]`d with the
-//! reason and reproduce it with `cargo test -p iotconnect-tests --test distributed -- --ignored distributed_broker::`: aborted records
-//! are returned to read_committed consumers, a second producer with the same transactional.id does not
-//! fence the first, and an abandoned transaction becomes visible when the next owner initialises.
+//! reason and reproduce it with
+//! `cargo test -p iotconnect-tests --test distributed -- --ignored distributed_broker::`: aborted
+//! records are returned to read_committed consumers, a second producer with the same transactional.id
+//! does not fence the first, and an abandoned transaction becomes visible when the next owner
+//! initialises.
 
 use crate::support;
 

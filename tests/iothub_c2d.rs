@@ -608,7 +608,8 @@ async fn raw_sender_sends_everything() {
 }
 
 /// Throughput of the client against the bare fe2o3 sender on the same emulator (prints both).
-/// A measurement, not a check: run with `cargo test --release -p iotconnect-tests --test sink -- --ignored --nocapture iothub_c2d::measure`.
+/// A measurement, not a check: run with
+/// `cargo test --release -p iotconnect-tests --test sink -- --ignored --nocapture iothub_c2d::measure`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing measurement on a shared machine; run explicitly"]
 async fn measure_client_against_raw_sender() {
