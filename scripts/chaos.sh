@@ -15,5 +15,5 @@ export KAFKA_BROKER_BIN
 report=target/chaos-report.tsv
 rm -f "$report"
 cargo build --workspace --quiet
-cargo test --test chaos -- --test-threads=1
+cargo test -p iotconnect-tests --test chaos -- --test-threads=1
 scripts/chaos-table.sh "$report"

@@ -2,25 +2,10 @@
 //! were verified with): string escaping, doubles, floats and binary as `ObjectMapper` writes the
 //! `JsonNode`s Kafka's JsonConverter builds. Skipped with a notice without a JDK or the jars.
 
-#[path = "java/harness.rs"]
-mod harness;
+use crate::harness;
+use harness::{hex, Gen};
 
 use iotconnect::connect::json;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 fn strings() -> Vec<String> {
     let mut v: Vec<String> = vec![

@@ -2,22 +2,10 @@
 //! `Double.toString`, `Float.toString`, `Date.toString()` (UTC), `Instant.toString()` and the UTF-8
 //! decoder's replacement of malformed input. Skipped with a notice when `javac` is absent.
 
-#[path = "java/harness.rs"]
-mod harness;
+use crate::harness;
+use harness::{hex, Gen};
 
 use iotconnect::connect::java;
-
-/// A small deterministic generator (xorshift64*), so failures are reproducible.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 fn doubles() -> Vec<f64> {
     let mut g = Gen(0x9E37_79B9_7F4A_7C15);
@@ -240,7 +228,6 @@ fn utf8_replacement_matches_the_jdk_decoder() {
             .collect();
         cases.push(bytes);
     }
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let input: String = cases.iter().map(|c| format!("{}\n", hex(c))).collect();
     let out = jdk.run(&["utf8"], &input);
     for (c, want) in cases.iter().zip(out.lines()) {

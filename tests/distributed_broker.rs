@@ -4,11 +4,13 @@
 //! capability, so a broker that lacks it fails exactly that test.
 //!
 //! nisshi 0.7.0-pre.2 (the test broker) lacks three of them; those tests are `#[ignore]`d with the
-//! reason and reproduce it with `cargo test --test distributed_broker -- --ignored`: aborted records
-//! are returned to read_committed consumers, a second producer with the same transactional.id does not
-//! fence the first, and an abandoned transaction becomes visible when the next owner initialises.
+//! reason and reproduce it with
+//! `cargo test -p iotconnect-tests --test distributed -- --ignored distributed_broker::`: aborted
+//! records are returned to read_committed consumers, a second producer with the same transactional.id
+//! does not fence the first, and an abandoned transaction becomes visible when the next owner
+//! initialises.
 
-mod support;
+use crate::support;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -1,7 +1,7 @@
 //! The offsets topic of distributed mode, byte for byte: Connect's key/value JSON, the partition Java's
 //! murmur2 partitioner picks, compaction and read_committed semantics, and the offsets CLI.
 
-mod support;
+use crate::support;
 
 use iotconnect::connect::Value;
 use iotconnect::distributed::murmur2;

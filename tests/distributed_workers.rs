@@ -6,8 +6,8 @@
 //!
 //! Short by default (CI); `IOTCONNECT_DIST_LONG=1` runs the kill loop for 2 minutes.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;

@@ -1,7 +1,7 @@
 //! Partition receivers at the AMQP level (fe2o3-amqp 0.18 client): epoch stealing, credit flow,
 //! faults, and the TLS listener with a test CA.
 
-mod emulator_support;
+use crate::emulator_support;
 
 use emulator_support::*;
 use fe2o3_amqp::link::receiver::CreditMode;
@@ -184,26 +184,12 @@ async fn faults_refuse_tokens_server_busy_and_drop_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_with_test_ca() {
     init();
-    // Test CA and a server certificate for 127.0.0.1.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "iotconnect test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("server.pem");
-    let key_path = dir.path().join("server.key");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let pki = crate::support::pki(dir.path());
 
     let emu = Emulator::start(EmulatorOptions {
-        tls_cert: Some(cert_path),
-        tls_key: Some(key_path),
+        tls_cert: Some(pki.cert),
+        tls_key: Some(pki.key),
         ..Default::default()
     })
     .await
@@ -211,7 +197,7 @@ async fn tls_listener_with_test_ca() {
     assert!(emu.info().amqp_endpoint.starts_with("amqps://"));
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
+    roots.add(pki.ca_der).unwrap();
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();

@@ -1,6 +1,6 @@
 //! The emulator's cloud-to-device endpoint, driven by a fe2o3-amqp 0.18 client as a service would.
 
-mod emulator_support;
+use crate::emulator_support;
 
 use emulator_support::*;
 use fe2o3_amqp::link::{Receiver, Sender};

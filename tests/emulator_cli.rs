@@ -1,7 +1,7 @@
 //! The `iotconnect-emulator` binary: its JSON line, `--write-config` (the tutorial's three files,
 //! accepted by `iotconnect validate`), and the device SAS token it hands out.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! Fault injection over `POST /emulator/faults`: frozen and delayed partitions (links stay attached,
 //! no error), receiver counts in `/emulator/stats`, and refusal of bad durations.
 
-mod emulator_support;
+use crate::emulator_support;
 
 use azure_messaging_eventhubs::ConsumerClient;
 use emulator_support::*;

@@ -1,6 +1,6 @@
 //! The device HTTP API (IoT Hub's device REST paths) and the control endpoints.
 
-mod emulator_support;
+use crate::emulator_support;
 
 use emulator_support::*;
 use fe2o3_amqp::link::receiver::CreditMode;

@@ -1,5 +1,6 @@
 //! Throughput of the Event Hub-compatible endpoint as a bare `azure_messaging_eventhubs` reader sees
-//! it. Run in release: `cargo test --release --test emulator_throughput -- --ignored --nocapture`.
+//! it. Run in release:
+//! `cargo test --release -p iotconnect-tests --test emulator -- --ignored --nocapture emulator_throughput::`.
 //! Environment: `EMU_BENCH_EVENTS` (default 400000), `EMU_BENCH_SIZE` (default 1024),
 //! `EMU_BENCH_PREFETCH` (link credit per partition receiver, default 1000).
 

@@ -3,7 +3,7 @@
 //! transport finds its roots), the C2D service endpoint through fe2o3-amqp-ws (ws and wss), and
 //! the upgrade's path and subprotocol checks.
 
-mod emulator_support;
+use crate::emulator_support;
 
 use azure_messaging_eventhubs::models::{AmqpSimpleValue, AmqpTransport, EventData};
 use azure_messaging_eventhubs::{
@@ -32,28 +32,14 @@ struct Tls {
 fn tls() -> &'static Tls {
     static TLS: OnceLock<Tls> = OnceLock::new();
     TLS.get_or_init(|| {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "iotconnect ws test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let t = Tls {
-            cert: dir.path().join("server.pem"),
-            key: dir.path().join("server.key"),
+        let pki = crate::support::pki(dir.path());
+        std::env::set_var("SSL_CERT_FILE", &pki.ca);
+        Tls {
+            cert: pki.cert,
+            key: pki.key,
             _dir: dir,
-        };
-        std::fs::write(&t.cert, cert.pem()).unwrap();
-        std::fs::write(&t.key, key.serialize_pem()).unwrap();
-        let ca_file = t._dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca.pem()).unwrap();
-        std::env::set_var("SSL_CERT_FILE", &ca_file);
-        t
+        }
     })
 }
 

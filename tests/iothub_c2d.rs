@@ -1,8 +1,7 @@
 //! C2D client against the project's IoT Hub emulator (real AMQP over loopback).
 
+use crate::raw_c2d;
 use iotconnect::config::Secret;
-#[path = "../examples/bench/raw_c2d.rs"]
-mod raw_c2d;
 
 use iotconnect::iothub::c2d::{
     AckMode, AuthMethod, C2dClient, C2dMessage, C2dOptions, ClientClosed, Completion, Outcome,
@@ -564,28 +563,16 @@ async fn feedback_is_settled_only_when_acknowledged() {
 async fn tls_endpoint_with_custom_ca() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .unwrap();
-        let cert = dir.path().join("cert.pem");
-        let key = dir.path().join("key.pem");
-        std::fs::write(&cert, leaf.pem()).unwrap();
-        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        let pki = crate::support::pki(dir.path());
         let emu = start(EmulatorOptions {
-            tls_cert: Some(cert),
-            tls_key: Some(key),
+            tls_cert: Some(pki.cert),
+            tls_key: Some(pki.key),
             ..Default::default()
         })
         .await;
         assert!(emu.info().amqp_endpoint.starts_with("amqps://"));
         let mut o = client_opts(&emu);
-        o.ca_pem = Some(ca.pem().into_bytes());
+        o.ca_pem = Some(pki.ca_pem.into_bytes());
         let client = C2dClient::connect(o.clone()).await.unwrap();
         let c = client
             .send(C2dMessage::new("tls-dev", "m-0", "secure"))
@@ -621,7 +608,8 @@ async fn raw_sender_sends_everything() {
 }
 
 /// Throughput of the client against the bare fe2o3 sender on the same emulator (prints both).
-/// A measurement, not a check: run with `cargo test --release --test iothub_c2d -- --ignored --nocapture`.
+/// A measurement, not a check: run with
+/// `cargo test --release -p iotconnect-tests --test sink -- --ignored --nocapture iothub_c2d::measure`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing measurement on a shared machine; run explicitly"]
 async fn measure_client_against_raw_sender() {

@@ -6,6 +6,7 @@
 //! The peer is a minimal fe2o3-amqp acceptor: SASL ANONYMOUS, `$cbs` put-token answered with 200,
 //! `/messages/devicebound` received. Connections numbered below `settle_from` never settle.
 
+use crate::raw_c2d;
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, SaslAnonymousMechanism, SessionAcceptor,
 };
@@ -16,8 +17,6 @@ use fe2o3_amqp::types::messaging::{
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 use futures::FutureExt;
 use iotconnect::config::Secret;
-#[path = "../examples/bench/raw_c2d.rs"]
-mod raw_c2d;
 
 use iotconnect::iothub::c2d::{C2dClient, C2dMessage, C2dOptions, Outcome};
 use iotconnect::iothub::connstr::IotHubConnectionString;
@@ -204,7 +203,7 @@ fn options(port: u16) -> C2dOptions {
 }
 
 /// Client throughput against the bare fe2o3 sender, both against the instant-settling peer.
-/// A measurement, not a check: `cargo test --test iothub_c2d_peer -- --ignored --nocapture`
+/// A measurement, not a check: `cargo test -p iotconnect-tests --test sink -- --ignored --nocapture iothub_c2d_peer::`
 /// (add `--release` for meaningful absolute numbers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing measurement on a shared machine; run explicitly"]

@@ -113,22 +113,10 @@ async fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 async fn c2d_over_secure_websockets_through_a_proxy_with_a_private_ca() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .unwrap();
-        let cert = dir.path().join("cert.pem");
-        let key = dir.path().join("key.pem");
-        std::fs::write(&cert, leaf.pem()).unwrap();
-        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        let pki = crate::support::pki(dir.path());
         let emu = Emulator::start(EmulatorOptions {
-            tls_cert: Some(cert),
-            tls_key: Some(key),
+            tls_cert: Some(pki.cert),
+            tls_key: Some(pki.key),
             ws_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Default::default()
         })
@@ -138,7 +126,7 @@ async fn c2d_over_secure_websockets_through_a_proxy_with_a_private_ca() {
         let mut o = ws_opts(&emu);
         let ws = o.endpoint.clone().unwrap();
         assert!(ws.starts_with("wss://"), "{ws}");
-        o.ca_pem = Some(ca.pem().into_bytes());
+        o.ca_pem = Some(pki.ca_pem.into_bytes());
         o.proxy = Some(format!("http://{proxy}"));
         let client = C2dClient::connect(o.clone()).await.unwrap();
         send_and_check(&client, 10).await;

@@ -3,18 +3,14 @@
 //! `ObjectOutputStream` (as `save` does) are read by us, byte for byte. Skipped with a notice
 //! when `javac` is absent.
 
-#[path = "java/harness.rs"]
-mod harness;
+use crate::harness;
+use harness::hex;
 
 use std::collections::BTreeMap;
 
 use iotconnect::connect::Value;
 use iotconnect::offsets::file::{decode, encode, Entry};
 use iotconnect::offsets::OffsetStore;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())

@@ -1,8 +1,8 @@
 //! Connect's REST API, metrics, health and systemd notify against a running worker (the `iotconnect`
 //! binary) with a real broker and the emulator.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use serde_json::{json, Value};
 use source_support::*;

@@ -1,11 +1,9 @@
 //! The IoT Hub sink end to end: the `iotconnect` binary (standalone) between a real broker and the
 //! in-process IoT Hub emulator; the device side is read through the emulator's device API.
 
-mod support;
+use crate::support;
 
 use iotconnect_emulator::{Emulator, EmulatorOptions};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +38,13 @@ impl Env {
 
     fn emu(&self) -> &Emulator {
         self.emu.as_ref().unwrap()
+    }
+
+    /// A new topic with a unique name starting with `prefix`.
+    fn topic(&self, prefix: &str, partitions: i32) -> String {
+        let topic = unique(prefix);
+        create_topic(&self.bootstrap, &topic, partitions);
+        topic
     }
 
     fn worker_file(&self, extra: &str) -> PathBuf {
@@ -129,27 +134,6 @@ impl Drop for Env {
     }
 }
 
-/// Committed offsets of `group` for partitions 0..n of `topic` (-1 = none).
-fn committed(bootstrap: &str, group: &str, topic: &str, n: i32) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n {
-        tpl.add_partition(topic, p);
-    }
-    let r = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    r.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => -1,
-        })
-        .collect()
-}
-
 fn json(device: &str, id: &str, msg: &str) -> String {
     format!(r#"{{"messageId":"{id}","message":"{msg}","deviceId":"{device}"}}"#)
 }
@@ -162,8 +146,7 @@ fn produce_strings(bootstrap: &str, topic: &str, values: &[String]) {
 #[test]
 fn tutorial_message_reaches_the_device_with_its_properties() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("iotout");
-    create_topic(&env.bootstrap, &topic, 1);
+    let topic = env.topic("iotout", 1);
     produce(&env.bootstrap, &topic, &[(None, TUTORIAL.as_bytes())]);
     let name = unique("sink-tutorial");
     let w = env.worker_file("");
@@ -192,7 +175,7 @@ fn tutorial_message_reaches_the_device_with_its_properties() {
     assert_eq!(got.body, "Turn On");
     // the offset is committed once accepted
     wait_until("offset committed", Duration::from_secs(15), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![1]
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![1]
     });
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
     let log = p.log();
@@ -344,10 +327,8 @@ fn ack_modes_and_feedback_records() {
 #[test]
 fn expired_record_is_a_record_error_and_future_expiry_is_sent() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("expiry");
-    let dlq = unique("expiry-dlq");
-    create_topic(&env.bootstrap, &topic, 1);
-    create_topic(&env.bootstrap, &dlq, 1);
+    let topic = env.topic("expiry", 1);
+    let dlq = env.topic("expiry-dlq", 1);
     produce_strings(
         &env.bootstrap,
         &topic,
@@ -380,7 +361,7 @@ fn expired_record_is_a_record_error_and_future_expiry_is_sent() {
     assert_eq!(m[0].message_id.as_deref(), Some("new"));
     assert_eq!(m[0].expiry_ms, Some(4_072_533_950_500));
     wait_until("both committed", Duration::from_secs(15), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![2]
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![2]
     });
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
     assert!(p.log().contains("Error encountered in task"), "{}", p.log());
@@ -392,8 +373,7 @@ fn unknown_device_with_tolerance_none_fails_and_commits_nothing_past_it() {
         devices: Some(vec!["known".into()]),
         ..Default::default()
     });
-    let topic = unique("unknown-none");
-    create_topic(&env.bootstrap, &topic, 1);
+    let topic = env.topic("unknown-none", 1);
     produce_strings(
         &env.bootstrap,
         &topic,
@@ -414,7 +394,7 @@ fn unknown_device_with_tolerance_none_fails_and_commits_nothing_past_it() {
         "{log}"
     );
     assert!(log.contains("device_not_found"), "{log}");
-    let committed = committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1)[0];
+    let committed = committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 1)[0];
     assert!(
         committed <= 1,
         "committed {committed}: nothing past the failed record"
@@ -428,10 +408,8 @@ fn unknown_device_with_tolerance_all_goes_to_the_dead_letter_queue() {
         devices: Some(vec!["known".into()]),
         ..Default::default()
     });
-    let topic = unique("unknown-all");
-    let dlq = unique("dlq");
-    create_topic(&env.bootstrap, &topic, 1);
-    create_topic(&env.bootstrap, &dlq, 1);
+    let topic = env.topic("unknown-all", 1);
+    let dlq = env.topic("dlq", 1);
     let bad = json("ghost", "g1", "b");
     produce(
         &env.bootstrap,
@@ -477,7 +455,7 @@ fn unknown_device_with_tolerance_all_goes_to_the_dead_letter_queue() {
         env.device_messages("known").len() == 2
     });
     wait_until("all four committed", Duration::from_secs(15), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![4]
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![4]
     });
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
 }
@@ -518,8 +496,7 @@ fn throttling_slows_down_and_loses_nothing() {
         c2d_rate_limit: Some(100),
         ..Default::default()
     });
-    let topic = unique("throttle");
-    create_topic(&env.bootstrap, &topic, 2);
+    let topic = env.topic("throttle", 2);
     produce_many(&env, &topic, "th", 400, 40);
     let w = env.worker_file("");
     let c = env.sink_file(&unique("sink-throttle"), &topic, "");
@@ -543,8 +520,7 @@ fn throttling_slows_down_and_loses_nothing() {
 #[test]
 fn a_full_device_queue_does_not_block_other_devices() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("fullq");
-    create_topic(&env.bootstrap, &topic, 1);
+    let topic = env.topic("fullq", 1);
     // 60 for "busy" (queue limit 50), then 30 for others
     let mut values: Vec<String> = (0..60)
         .map(|j| json("busy", &format!("b-{j}"), "x"))
@@ -584,8 +560,7 @@ fn a_full_device_queue_does_not_block_other_devices() {
 #[test]
 fn dropped_connection_and_refused_tokens_lose_nothing() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("drop");
-    create_topic(&env.bootstrap, &topic, 2);
+    let topic = env.topic("drop", 2);
     let w = env.worker_file("");
     let c = env.sink_file(&unique("sink-drop"), &topic, "");
     let mut p = env.start(&w, &[c]);
@@ -618,8 +593,7 @@ fn dropped_connection_and_refused_tokens_lose_nothing() {
 #[test]
 fn killed_worker_loses_nothing_after_restart() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("kill");
-    create_topic(&env.bootstrap, &topic, 2);
+    let topic = env.topic("kill", 2);
     let n = 2000;
     produce_many(&env, &topic, "k", n, 100);
     let name = unique("sink-kill");
@@ -646,7 +620,7 @@ fn killed_worker_loses_nothing_after_restart() {
     );
     assert_eq!(distinct, n, "zero loss");
     wait_until("all committed", Duration::from_secs(20), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 2)
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 2)
             .iter()
             .sum::<i64>()
             == n as i64
@@ -662,8 +636,7 @@ fn killed_worker_loses_nothing_after_restart() {
 #[test]
 fn pause_stops_sending_and_resume_continues_without_loss() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("pause");
-    create_topic(&env.bootstrap, &topic, 2);
+    let topic = env.topic("pause", 2);
     let name = unique("sink-pause");
     let (w, port) = env.worker_file_port("");
     let c = env.sink_file(&name, &topic, "");
@@ -693,7 +666,7 @@ fn pause_stops_sending_and_resume_continues_without_loss() {
         delivered(&env, "pb-").0 == 50
     });
     wait_until("all committed", Duration::from_secs(15), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 2)
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 2)
             .iter()
             .sum::<i64>()
             == 100
@@ -717,8 +690,7 @@ fn pause_stops_sending_and_resume_continues_without_loss() {
 #[test]
 fn two_tasks_share_the_partitions_and_lose_nothing() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("two");
-    create_topic(&env.bootstrap, &topic, 4);
+    let topic = env.topic("two", 4);
     produce_many(&env, &topic, "tw", 800, 40);
     let name = unique("sink-two");
     let w = env.worker_file("");
@@ -732,7 +704,7 @@ fn two_tasks_share_the_partitions_and_lose_nothing() {
         delivered(&env, "tw-").0 == 800
     });
     wait_until("all committed", Duration::from_secs(20), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 4)
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 4)
             .iter()
             .sum::<i64>()
             == 800
@@ -748,10 +720,8 @@ fn two_tasks_share_the_partitions_and_lose_nothing() {
 #[test]
 fn retry_timeout_turns_a_persistently_full_queue_into_a_dead_letter() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("retry");
-    let dlq = unique("retry-dlq");
-    create_topic(&env.bootstrap, &topic, 1);
-    create_topic(&env.bootstrap, &dlq, 1);
+    let topic = env.topic("retry", 1);
+    let dlq = env.topic("retry-dlq", 1);
     let values: Vec<String> = (0..52)
         .map(|j| json("stuck", &format!("r-{j}"), "x"))
         .collect();
@@ -778,7 +748,7 @@ fn retry_timeout_turns_a_persistently_full_queue_into_a_dead_letter() {
     }
     assert_eq!(delivered(&env, "r-").0, 50, "the queue holds 50");
     wait_until("all 52 committed", Duration::from_secs(15), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![52]
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![52]
     });
     assert_eq!(p.terminate(Duration::from_secs(30)), Some(0), "{}", p.log());
 }
@@ -797,8 +767,7 @@ fn hub_outage_longer_than_max_poll_interval_then_sigterm() {
         ..Default::default()
     };
     let mut env = Env::new(hub_opts());
-    let topic = unique("outage");
-    create_topic(&env.bootstrap, &topic, 1);
+    let topic = env.topic("outage", 1);
     let name = unique("sink-outage");
     let w = env.worker_file(
         "consumer.max.poll.interval.ms=7000\n\
@@ -811,7 +780,7 @@ fn hub_outage_longer_than_max_poll_interval_then_sigterm() {
         delivered(&env, "o-").0 == 10
     });
     wait_until("the first 10 committed", Duration::from_secs(20), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![10]
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![10]
     });
     let mut before: Vec<String> = env
         .emu()
@@ -842,7 +811,7 @@ fn hub_outage_longer_than_max_poll_interval_then_sigterm() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1),
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 1),
         vec![10],
         "nothing unsent is committed"
     );
@@ -885,7 +854,7 @@ fn hub_outage_longer_than_max_poll_interval_then_sigterm() {
         ids.len() == 210
     });
     wait_until("all committed", Duration::from_secs(30), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![210]
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &topic, 1) == vec![210]
     });
     before.clear();
     assert_eq!(
@@ -929,7 +898,7 @@ fn topics_regex_matches_whole_topic_names() {
         || !env.device_messages("rx-dev").is_empty(),
     );
     wait_until("committed", Duration::from_secs(20), || {
-        committed(&env.bootstrap, &format!("connect-{name}"), &base, 1) == vec![1]
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &base, 1) == vec![1]
     });
     // The other topic's record was produced first; had it been subscribed it would be there too.
     let ids: Vec<Option<String>> = env
@@ -939,7 +908,7 @@ fn topics_regex_matches_whole_topic_names() {
         .collect();
     assert_eq!(ids, vec![Some("rx-mine".to_string())]);
     assert_eq!(
-        committed(&env.bootstrap, &format!("connect-{name}"), &other, 1),
+        committed_offsets(&env.bootstrap, &format!("connect-{name}"), &other, 1),
         vec![-1]
     );
     assert!(!p.log().contains(&format!("{other}-0")), "{}", p.log());
@@ -950,8 +919,7 @@ fn topics_regex_matches_whole_topic_names() {
 #[test]
 fn c2d_sent_metric_is_current() {
     let env = Env::new(EmulatorOptions::default());
-    let topic = unique("metric");
-    create_topic(&env.bootstrap, &topic, 1);
+    let topic = env.topic("metric", 1);
     let name = unique("sink-metric");
     // A flush tick far beyond the test's deadlines.
     let (w, port) = env.worker_file_port("offset.flush.interval.ms=600000\n");
@@ -987,23 +955,12 @@ fn c2d_sent_metric_is_current() {
 #[test]
 fn plaintext_needs_opt_in_and_a_private_ca_secures_amqps() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let (cert, key, ca_file) = (
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-        dir.path().join("ca.pem"),
-    );
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let Pki {
+        cert,
+        key,
+        ca: ca_file,
+        ..
+    } = pki(dir.path());
     let env = Env::new(EmulatorOptions {
         tls_cert: Some(cert),
         tls_key: Some(key),
@@ -1057,8 +1014,7 @@ fn plaintext_needs_opt_in_and_a_private_ca_secures_amqps() {
     assert_eq!(code, Some(0), "loopback needs no opt-in: {out}");
 
     // amqps:// with the private CA: delivered.
-    let topic = unique("tls");
-    create_topic(&env.bootstrap, &topic, 1);
+    let topic = env.topic("tls", 1);
     produce(&env.bootstrap, &topic, &[(None, TUTORIAL.as_bytes())]);
     let name = unique("sink-tls");
     let c = env.sink_file(

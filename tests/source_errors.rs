@@ -3,16 +3,12 @@
 //! the task whatever the tolerance; in every case nothing past the last acknowledged record is
 //! committed. Real broker, emulator, `iotconnect standalone`.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use source_support::*;
 use std::time::Duration;
 use support::*;
-
-fn noschema_worker(dir: &std::path::Path) -> std::path::PathBuf {
-    worker_file(dir, JSON, JSON, "value.converter.schemas.enable=false\n")
-}
 
 /// librdkafka refuses records above `message.max.bytes` itself (MSG_SIZE_TOO_LARGE): a record error.
 const SMALL_MAX: &str = "producer.override.message.max.bytes=2000\n";

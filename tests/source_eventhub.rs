@@ -3,8 +3,8 @@
 //! them: no `iothub-*` annotations, CloudEvents application properties) through the emulator, read by
 //! `iotconnect standalone` into a real broker, in the Struct and the raw format.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use source_support::*;
 use std::collections::HashMap;

@@ -2,8 +2,8 @@
 //! topic for each converter setting, the raw format, binary/unicode/empty bodies, plain Event Hub
 //! events, and per-partition order with many devices on 4 partitions.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use iotconnect_emulator::{PropValue, TelemetryProps};
 use source_support::*;

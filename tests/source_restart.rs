@@ -1,16 +1,12 @@
 //! Restarts, stored offsets, start positions and faults: the source neither loses nor (after a clean
 //! stop) duplicates events.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use source_support::*;
 use std::time::Duration;
 use support::*;
-
-fn noschema_worker(dir: &std::path::Path) -> std::path::PathBuf {
-    worker_file(dir, JSON, JSON, "value.converter.schemas.enable=false\n")
-}
 
 #[test]
 fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {

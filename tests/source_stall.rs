@@ -2,17 +2,13 @@
 //! found through `$management`, torn down and reopened after the last delivered event; a partition
 //! that stays stalled is reported by `/readyz`. Uses the emulator's freeze and delay faults.
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use serde_json::json;
 use source_support::*;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn noschema_worker(dir: &std::path::Path) -> std::path::PathBuf {
-    worker_file(dir, JSON, JSON, "value.converter.schemas.enable=false\n")
-}
 
 fn labels(p: &str) -> [(&str, &str); 2] {
     [("connector", "src"), ("partition", p)]

@@ -2,47 +2,24 @@
 //! emulator serves amqps:// and wss:// with a certificate of a test CA; iotconnect trusts it only
 //! through `SSL_CERT_FILE` (the Event Hubs library takes no TLS settings).
 
-mod source_support;
-mod support;
+use crate::source_support;
+use crate::support;
 
 use iotconnect_emulator::EmulatorOptions;
 use source_support::*;
 use std::path::{Path, PathBuf};
 use support::*;
 
-/// A test CA and a server certificate for 127.0.0.1, written into `dir`: (ca, cert, key).
-fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "iotconnect source test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
-}
-
 fn tls_hub(dir: &Path) -> (Hub, PathBuf) {
-    let (ca, cert, key) = pki(dir);
+    let pki = pki(dir);
     let hub = Hub::start_with(EmulatorOptions {
         partitions: 2,
         ws_listen: Some(([127, 0, 0, 1], 0).into()),
-        tls_cert: Some(cert),
-        tls_key: Some(key),
+        tls_cert: Some(pki.cert),
+        tls_key: Some(pki.key),
         ..Default::default()
     });
-    (hub, ca)
+    (hub, pki.ca)
 }
 
 /// A source file for `endpoint` (`IotHub.CustomEndpoint`) with `extra` keys.

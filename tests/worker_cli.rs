@@ -1,6 +1,7 @@
 //! The command line against real files and a real broker: `validate` and `standalone` start/stop.
 
-mod support;
+use crate::harness::hex;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
@@ -416,10 +417,6 @@ fn status_exits_2_when_no_worker_answers() {
         )),
         "{err}"
     );
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Java's `Properties.load(InputStream)` and iotconnect's parser agree on generated inputs (biased

@@ -177,7 +177,7 @@ struct Broker {
 
 impl Broker {
     fn start(data: &Path) -> anyhow::Result<Broker> {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-broker.sh");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-broker.sh");
         let out = Command::new("bash")
             .arg(&script)
             .arg("start")

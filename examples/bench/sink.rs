@@ -1,4 +1,4 @@
-//! Sink benchmark: `cargo run --release --example bench -- sink [--messages N] [--devices D]
+//! Sink benchmark: `cargo run --release -p iotconnect-tests --example bench -- sink [--messages N] [--devices D]
 //! [--bootstrap HOST:PORT] [--limited-messages M]`.
 //!
 //! 1. Starts the IoT Hub emulator in-process and, without `--bootstrap`, a broker
@@ -92,7 +92,7 @@ impl Drop for BrokerProc {
 fn start_broker() -> (String, BrokerProc) {
     let out = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/scripts/kafka-broker.sh"
+        "/../scripts/kafka-broker.sh"
     ))
     .arg("bin")
     .stderr(Stdio::inherit())

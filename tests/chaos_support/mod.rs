@@ -253,30 +253,16 @@ pub fn wait_tasks_running(port: u16, connectors: &[&str]) {
     });
 }
 
-/// The committed offset of `group` per partition of `topic` (-1: none).
-pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    match c.committed_offsets(tpl, Duration::from_secs(10)) {
-        Ok(r) => r
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => -1,
-            })
-            .collect(),
-        Err(_) => vec![-2; partitions as usize],
-    }
+/// The committed offset of `group` per partition of `topic` (-1: none, -2: the broker did not
+/// answer).
+pub fn committed_offsets_or_down(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<i64> {
+    try_committed_offsets(bootstrap, group, topic, partitions)
+        .unwrap_or_else(|_| vec![-2; partitions as usize])
 }
 
 /// The end (high watermark) of each partition of `topic`.
@@ -307,7 +293,7 @@ pub fn wait_sink_committed(
     let deadline = std::time::Instant::now() + 2 * T;
     loop {
         let ends = end_offsets(bootstrap, topic, partitions);
-        let committed = committed_offsets(bootstrap, group, topic, partitions);
+        let committed = committed_offsets_or_down(bootstrap, group, topic, partitions);
         if committed
             .iter()
             .zip(&ends)

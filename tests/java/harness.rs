@@ -6,6 +6,23 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+/// Lowercase hex of `b` (how the Java checks print bytes).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A small deterministic generator (xorshift64*), so failures are reproducible.
+pub struct Gen(pub u64);
+
+impl Gen {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
 pub struct Jdk {
     classes: tempfile::TempDir,
 }
@@ -25,7 +42,7 @@ impl Jdk {
             return None;
         }
         let classes = tempfile::tempdir().expect("temp dir");
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/JavaCheck.java");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java/JavaCheck.java");
         let out = Command::new("javac")
             .arg("-d")
             .arg(classes.path())
@@ -57,7 +74,7 @@ impl Jdk {
         }
         let jdk = Jdk::compile()?;
         let classpath = Self::classpath_of(&jdk, &jars);
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/JacksonCheck.java");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java/JacksonCheck.java");
         let out = Command::new("javac")
             .arg("-cp")
             .arg(&classpath)

@@ -53,6 +53,11 @@ impl Drop for Hub {
     }
 }
 
+/// A worker file with the JSON converter without schemas for keys and values.
+pub fn noschema_worker(dir: &Path) -> PathBuf {
+    worker_file(dir, JSON, JSON, "value.converter.schemas.enable=false\n")
+}
+
 pub fn worker_file(dir: &Path, key: &str, value: &str, extra: &str) -> PathBuf {
     write_file(
         dir,

@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The repository root (this package is its `tests/` directory).
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
@@ -245,6 +246,37 @@ pub fn read_topic(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> 
     out
 }
 
+/// The committed offset of `group` per partition 0..`partitions` of `topic` (-1: none).
+pub fn try_committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> rdkafka::error::KafkaResult<Vec<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let r = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(r.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect())
+}
+
+/// [`try_committed_offsets`]; panics when the broker does not answer.
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    try_committed_offsets(bootstrap, group, topic, partitions)
+        .unwrap_or_else(|e| panic!("committed offsets of {group} on {topic}: {e}"))
+}
+
 /// Number of records in a topic (sum of high watermarks; SQLite storage reports them right).
 pub fn topic_size(bootstrap: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -298,48 +330,96 @@ pub fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     p
 }
 
-/// Path of the built `iotconnect` binary.
-pub fn iotconnect_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_iotconnect"))
+/// A test CA and a server certificate for 127.0.0.1 signed by it, written into a directory.
+pub struct Pki {
+    /// `ca.pem`
+    pub ca: PathBuf,
+    /// `server.pem`
+    pub cert: PathBuf,
+    /// `server.key`
+    pub key: PathBuf,
+    pub ca_pem: String,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
 }
 
-/// Path of the `iotconnect-emulator` binary of this workspace, next to the test binary's target
-/// directory (`target/<profile>/`). Brought up to date there first (`cargo build -p
-/// iotconnect-emulator`, same profile; a no-op when fresh), once per test binary.
+/// Generates a [`Pki`] into `dir` (fresh keys each call).
+pub fn pki(dir: &Path) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "iotconnect test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        ca_pem: ca.pem(),
+        ca_der: ca.der().clone(),
+    };
+    std::fs::write(&pki.ca, &pki.ca_pem).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    pki
+}
+
+/// Path of the `iotconnect` binary of this workspace (see [`workspace_bin`]).
+pub fn iotconnect_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("iotconnect", "iotconnect"))
+        .clone()
+}
+
+/// Path of the `iotconnect-emulator` binary of this workspace (see [`workspace_bin`]).
 pub fn emulator_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile> directory")
-            .to_path_buf();
-        let bin = dir.join("iotconnect-emulator");
-        {
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args([
-                "build",
-                "--quiet",
-                "-p",
-                "iotconnect-emulator",
-                "--bin",
-                "iotconnect-emulator",
-            ]);
-            if dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo build -p iotconnect-emulator");
-            assert!(status.success(), "building iotconnect-emulator failed");
-        }
-        assert!(bin.exists(), "{} missing", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("iotconnect-emulator", "iotconnect-emulator"))
+        .clone()
+}
+
+/// Path of binary `bin` of workspace package `package`, next to the test binary's target directory
+/// (`target/<profile>/`). Brought up to date there first (same profile; a no-op when fresh): a test
+/// binary of this package is not rebuilt when only the product's sources change, so it must not run
+/// a stale binary. Built together with this package (`-p iotconnect-tests`) so that dependency
+/// features unify as in `cargo test --workspace` and the artifacts of that build are reused (alone,
+/// `-p iotconnect` would compile fe2o3-amqp without `acceptor`, i.e. a second copy of the product).
+/// Callers do this once per test binary.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory")
+        .to_path_buf();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "iotconnect-tests",
+        "-p",
+        package,
+        "--bin",
+        bin,
+    ]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .current_dir(REPO)
+        .status()
+        .unwrap_or_else(|e| panic!("cargo build -p {package}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    let path = dir.join(bin);
+    assert!(path.exists(), "{} missing", path.display());
+    path
 }
 
 /// `iotconnect` running as a child process, its stderr collected line by line.
