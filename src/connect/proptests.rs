@@ -82,7 +82,7 @@ fn key() -> impl Strategy<Value = String> {
     ]
 }
 
-fn event() -> impl Strategy<Value = IotEvent> {
+pub(crate) fn event() -> impl Strategy<Value = IotEvent> {
     let pairs = |n| proptest::collection::vec((key(), scalar()), 0..n);
     (
         pairs(12),
