@@ -27,9 +27,8 @@ use crate::worker::producer::{
     Acked, DeliverySink, EnqueueError, Producer, SendError, WeakProducer,
 };
 use prometheus_client::metrics::counter::Counter;
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
@@ -66,17 +65,6 @@ pub fn to_record<'a>(topic: &'a str, rec: &'a OutRecord) -> FutureRecord<'a, [u8
         fr = fr.headers(h);
     }
     fr
-}
-
-/// Hands one record to a transactional `FutureProducer` (the distributed pipeline).
-pub fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    rec: &OutRecord,
-) -> Result<DeliveryFuture, KafkaError> {
-    producer
-        .send_result(to_record(topic, rec))
-        .map_err(|(e, _)| e)
 }
 
 /// The record librdkafka holds, as an [`OutRecord`] again (to send it again after a retriable
@@ -306,7 +294,7 @@ impl DeliverySink for Completer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::error::RDKafkaErrorCode;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
     /// The source relies on these classes (issue 10.1).
     #[test]
