@@ -330,3 +330,55 @@ async fn commit(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::acker::Outcome;
+
+    /// The receiver waits while the cap is reached and is woken only once completions bring the
+    /// partition below three quarters of it; a stop ends the wait.
+    #[tokio::test]
+    async fn room_waits_at_the_cap_and_wakes_below_three_quarters() {
+        let acker = Arc::new(Mutex::new(Acker::new()));
+        let room = Arc::new(Room::default());
+        let tickets: Vec<_> = (0..MAX_IN_FLIGHT_PER_PARTITION)
+            .map(|_| acker.lock().unwrap().submit(None))
+            .collect();
+        let stop = CancellationToken::new();
+        let waiter = {
+            let (acker, room, stop) = (acker.clone(), room.clone(), stop.clone());
+            tokio::spawn(async move { room.wait(&acker, &stop).await })
+        };
+        let complete = |n: usize, from: usize| {
+            for t in &tickets[from..from + n] {
+                acker.lock().unwrap().complete(*t, Outcome::Delivered);
+            }
+            let left = acker.lock().unwrap().unfinished();
+            room.freed(left);
+            left
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "full: the receiver waits");
+        // Still at or above three quarters: no wake-up.
+        assert_eq!(complete(MAX_IN_FLIGHT_PER_PARTITION / 4, 0), 768);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "not below three quarters yet");
+        complete(1, MAX_IN_FLIGHT_PER_PARTITION / 4);
+        let woke = tokio::time::timeout(Duration::from_secs(2), waiter).await;
+        assert!(matches!(woke, Ok(Ok(true))), "woken below three quarters");
+
+        // Full again, then stopped.
+        for _ in 0..MAX_IN_FLIGHT_PER_PARTITION {
+            acker.lock().unwrap().submit(None);
+        }
+        let waiter = {
+            let (acker, room, stop) = (acker.clone(), room.clone(), stop.clone());
+            tokio::spawn(async move { room.wait(&acker, &stop).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(2), waiter).await;
+        assert!(matches!(r, Ok(Ok(false))), "a stop ends the wait");
+    }
+}
