@@ -315,14 +315,18 @@ pub async fn session(
     let mut out = Session::default();
     let np = o.partitions as i32;
 
-    // iotconnect, JsonConverter without schemas, BatchSize=500.
+    // iotconnect, JsonConverter without schemas, BatchSize=500 (plus `BENCH_SOURCE_EXTRA`: connector
+    // properties separated by `;`, e.g. `producer.override.linger.ms=20`).
     create_topic(&broker.addr, "bench-source", np).await?;
+    let extra = std::env::var("BENCH_SOURCE_EXTRA")
+        .map(|e| format!("{}\n", e.replace(';', "\n")))
+        .unwrap_or_default();
     let main_spec = RunSpec {
         name: "bench",
         topic: "bench-source",
         conv: Conv::Json,
         batch: 500,
-        extra: "",
+        extra: &extra,
     };
     let (w, c) = write_configs(dir.path(), &broker.addr, &emu, &main_spec)?;
     sys::reset_peak_rss();

@@ -23,13 +23,21 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     // Runs of bytes that need no escaping are copied at once: everything but `"`, `\`, control
     // characters and the lead byte of a 4-byte (non-BMP) UTF-8 sequence, which Jackson writes as a
     // surrogate pair. Continuation bytes of BMP characters are >= 0x80 and < 0xF0, so they are plain.
+    // Eight bytes are tested at once while none of them is special.
     let bytes = s.as_bytes();
     let (mut start, mut i) = (0, 0);
     while i < bytes.len() {
-        let b = bytes[i];
-        if b >= 0x20 && b != b'"' && b != b'\\' && b < 0xF0 {
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            if has_special(u64::from_le_bytes(chunk.try_into().expect("8 bytes"))) {
+                break;
+            }
+            i += 8;
+        }
+        while i < bytes.len() && is_plain(bytes[i]) {
             i += 1;
-            continue;
+        }
+        if i == bytes.len() {
+            break;
         }
         out.extend_from_slice(&bytes[start..i]);
         let ch = s[i..].chars().next().expect("i is on a char boundary");
@@ -39,6 +47,24 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// A byte [`write_str`] copies as it is.
+fn is_plain(b: u8) -> bool {
+    b >= 0x20 && b != b'"' && b != b'\\' && b < 0xF0
+}
+
+/// True when any of the 8 bytes of `x` is not [`is_plain`] (exact, no false positives: the
+/// "has zero byte" and "has byte less than n" word tricks).
+fn has_special(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+    below_space
+        || zero(x ^ (ONES * u64::from(b'"')))
+        || zero(x ^ (ONES * u64::from(b'\\')))
+        || zero((x & (ONES * 0xF0)) ^ (ONES * 0xF0))
 }
 
 /// One character that needs escaping.

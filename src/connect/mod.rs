@@ -6,7 +6,7 @@ pub mod convert;
 pub mod java;
 pub mod json;
 #[cfg(test)]
-mod proptests;
+pub(crate) mod proptests;
 pub mod record;
 pub mod schema;
 pub mod value;

@@ -26,12 +26,13 @@ use crate::offsets::OffsetStore;
 use crate::source::position::{after_sequence, Start};
 use crate::source::record::{OutRecord, RecordBuilder};
 use crate::source::task::open_client;
+use crate::worker::producer::{Client, Delivery, EnqueueError, Producer, SendError};
 use anyhow::Context;
 use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
 use azure_messaging_eventhubs::{OpenReceiverOptions, StartPosition};
 use futures::StreamExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::ClientConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -100,11 +101,11 @@ fn is_fenced(e: &KafkaError) -> bool {
 
 /// Runs a blocking producer call off the async threads.
 async fn blocking<T: Send + 'static>(
-    p: &Arc<FutureProducer>,
-    f: impl FnOnce(&FutureProducer) -> Result<T, KafkaError> + Send + 'static,
+    p: &Producer,
+    f: impl FnOnce(&Client) -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, KafkaError> {
     let p = p.clone();
-    tokio::task::spawn_blocking(move || f(&p))
+    tokio::task::spawn_blocking(move || f(p.client()))
         .await
         .expect("producer call panicked")
 }
@@ -156,8 +157,8 @@ async fn run_inner(
             .set("transaction.timeout.ms", "60000")
             .set("delivery.timeout.ms", "60000");
     }
-    let producer: Arc<FutureProducer> = match cfg.create() {
-        Ok(pr) => Arc::new(pr),
+    let producer = match Producer::create(&cfg) {
+        Ok(pr) => pr,
         Err(e) => return End::Failed(anyhow::Error::new(e).context("cannot create the producer")),
     };
     if eos {
@@ -262,7 +263,7 @@ enum Session {
 struct Part {
     job: Arc<SourceJob>,
     p: String,
-    producer: Arc<FutureProducer>,
+    producer: Producer,
     eos: bool,
     /// Sequence number of the last event whose batch (and offset) is committed.
     committed_seq: Option<i64>,
@@ -271,7 +272,7 @@ struct Part {
 
 /// Events of the open batch: their records are enqueued; the offset follows at commit.
 struct Batch {
-    deliveries: Vec<DeliveryFuture>,
+    deliveries: Vec<Delivery>,
     last_offset: Option<String>,
     last_seq: Option<i64>,
     opened: Option<Instant>,
@@ -446,25 +447,22 @@ impl Part {
         }
     }
 
-    /// Enqueues one record (waits while librdkafka's queue is full). `Err(None)`: stopping.
+    /// Enqueues one record through the worker's send path (waits while librdkafka's queue is
+    /// full). `Err(None)`: stopping.
     async fn enqueue(
         &self,
         rec: &OutRecord,
         stop: &CancellationToken,
-    ) -> Result<DeliveryFuture, Option<KafkaError>> {
+    ) -> Result<Delivery, Option<KafkaError>> {
         let topic = self.job.source.topic.as_str();
-        loop {
-            // The standalone source's one record -> FutureRecord path.
-            match crate::source::produce::send(&self.producer, topic, rec) {
-                Ok(d) => return Ok(d),
-                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                    tokio::select! {
-                        _ = stop.cancelled() => return Err(None),
-                        _ = tokio::time::sleep(Duration::from_millis(2)) => {}
-                    }
-                }
-                Err(e) => return Err(Some(e)),
-            }
+        match self
+            .producer
+            .enqueue(crate::source::produce::to_record(topic, rec), stop)
+            .await
+        {
+            Ok(d) => Ok(d),
+            Err(EnqueueError::Stopped) => Err(None),
+            Err(EnqueueError::Failed(e)) => Err(Some(e.error)),
         }
     }
 
@@ -477,12 +475,12 @@ impl Part {
         if !self.eos {
             for d in deliveries {
                 match d.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => {
+                    Ok(_) => {}
+                    Err(e) if e.is_canceled() => return Err(Session::End(End::Stopped)),
+                    Err(SendError { error, .. }) => {
                         batch.opened = None;
-                        return Err(self.kafka_error(e, "delivery"));
+                        return Err(self.kafka_error(error, "delivery"));
                     }
-                    Err(_) => return Err(Session::End(End::Stopped)),
                 }
             }
         }
@@ -495,12 +493,14 @@ impl Part {
         let rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.job.cfg.offset_topic.name)
             .key(k.as_slice())
             .payload(v.as_slice());
-        let d = match self.producer.send_result(rec) {
+        // Not stoppable: a stop waits for the batch's end (see the module documentation).
+        let d = match self.producer.enqueue(rec, &CancellationToken::new()).await {
             Ok(d) => d,
-            Err((e, _)) => {
+            Err(EnqueueError::Failed(SendError { error, .. })) => {
                 self.abort(batch).await;
-                return Err(self.kafka_error(e, "offset record"));
+                return Err(self.kafka_error(error, "offset record"));
             }
+            Err(EnqueueError::Stopped) => unreachable!("the token is never cancelled"),
         };
         if self.eos {
             let t = self
@@ -517,12 +517,12 @@ impl Part {
             drop(d);
         } else {
             match d.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
+                Ok(_) => {}
+                Err(e) if e.is_canceled() => return Err(Session::End(End::Stopped)),
+                Err(SendError { error, .. }) => {
                     batch.opened = None;
-                    return Err(self.kafka_error(e, "offset record delivery"));
+                    return Err(self.kafka_error(error, "offset record delivery"));
                 }
-                Err(_) => return Err(Session::End(End::Stopped)),
             }
         }
         batch.opened = None;

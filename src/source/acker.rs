@@ -37,6 +37,17 @@ pub enum Outcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(u64);
 
+impl Ticket {
+    /// The ticket as a number (carried through librdkafka's delivery opaque).
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_raw(raw: u64) -> Ticket {
+        Ticket(raw)
+    }
+}
+
 struct Entry {
     ticket: u64,
     position: Option<Position>,
@@ -72,16 +83,21 @@ impl Acker {
         Ticket(ticket)
     }
 
+    fn entry(&mut self, ticket: Ticket) -> Option<&mut Entry> {
+        // Tickets are consecutive: the entry's index is its distance from the front.
+        let front = self.queue.front()?.ticket;
+        let idx = ticket.0.checked_sub(front)?;
+        self.queue.get_mut(idx as usize)
+    }
+
+    /// The position of a submitted, not yet removed record (for messages).
+    pub fn position(&mut self, ticket: Ticket) -> Option<&Position> {
+        self.entry(ticket)?.position.as_ref()
+    }
+
     /// Completes a submitted record. Completing an unknown or already completed ticket does nothing.
     pub fn complete(&mut self, ticket: Ticket, outcome: Outcome) {
-        // Tickets are consecutive: the entry's index is its distance from the front.
-        let Some(front) = self.queue.front().map(|e| e.ticket) else {
-            return;
-        };
-        let Some(idx) = ticket.0.checked_sub(front) else {
-            return;
-        };
-        let Some(e) = self.queue.get_mut(idx as usize) else {
+        let Some(e) = self.entry(ticket) else {
             return;
         };
         if e.outcome.is_none() {

@@ -1,12 +1,13 @@
 //! The receiving half of one hub partition's pipeline: owns its Event Hubs client and link, drops
-//! redelivered events (by sequence number), builds each record, enqueues it into librdkafka in hub
-//! order and passes the delivery future to the partition's acker.
+//! redelivered events (by sequence number), builds the records of each received batch, submits them
+//! to the partition's acker (one lock per batch) and enqueues them into librdkafka in hub order, each
+//! with its ticket; the partition's [`Completer`] completes them from the delivery reports.
 //!
 //! Invariants:
 //! * a link is always (re)opened after the last delivered sequence number (exclusive), so a reconnect
 //!   or a stall recovery neither loses nor duplicates;
 //! * every event is submitted to the partition's [`Acker`](super::acker::Acker) before anything
-//!   later of the same partition, so commits follow hub order;
+//!   later of the same partition, and before it is enqueued, so commits follow hub order;
 //! * an event without `x-opt-offset`, an event the record builder refuses and a record Kafka refuses
 //!   as a record (too large) are record errors: skipped under `errors.tolerance=all` (logged with hub
 //!   partition and offset, counted), else the task fails; every other Kafka error fails the task
@@ -14,12 +15,13 @@
 
 use super::acker::{Outcome, Position};
 use super::position::{after_sequence, Start};
-use super::produce::{self, ErrorClass};
+use super::produce::{Completer, NO_STAMP};
 use super::record::OutRecord;
 use super::stall::{has_newer, HubTail, Watchdog, CHECK_TIMEOUT, TICK};
 use super::task::{open_client, Partition, SourceShared};
 use crate::rest::metrics::{Labels, METRICS};
 use crate::worker::backoff::{Attempts, Backoff};
+use crate::worker::producer::Producer;
 use crate::worker::task::{TargetState, TaskHealth};
 use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
 use azure_messaging_eventhubs::models::ReceivedEventData;
@@ -27,8 +29,7 @@ use azure_messaging_eventhubs::{
     ConsumerClient, EventReceiver, OpenReceiverOptions, StartPosition,
 };
 use futures::StreamExt;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer};
+use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,15 +50,9 @@ pub fn reconnect_backoff() -> Attempts {
     Backoff::new(BACKOFF_MIN, BACKOFF_MAX).attempts()
 }
 
-/// One record enqueued into librdkafka, in hub order, for the acker.
-pub struct InFlight {
-    pub ticket: super::acker::Ticket,
-    pub delivery: DeliveryFuture,
-    /// Kept to send it again after a retriable failure.
-    pub record: OutRecord,
-    pub offset: String,
-    pub enqueued_ms: Option<i64>,
-}
+/// One event of a batch: its record (with position and enqueued-time stamp) or a record error
+/// (with the position it has, if any).
+type Built = Result<(Position, i64, OutRecord), (Option<Position>, String)>;
 
 /// Why a link session ended.
 enum LinkEnd {
@@ -73,15 +68,17 @@ enum LinkEnd {
 pub struct Reader {
     /// `connector`, `task` metric labels.
     pub labels: Labels,
+    /// `source_record_poll` of the task (counted once per batch).
+    pub polled: Counter,
     pub shared: Arc<SourceShared>,
-    pub producer: Arc<FutureProducer>,
+    pub producer: Producer,
+    pub completer: Arc<Completer>,
     pub part: Arc<Partition>,
     pub start: Start,
     /// Sequence number of the last event handed on (for reconnects and dropping redeliveries).
     pub last_seq: Option<i64>,
     pub stop: CancellationToken,
     pub target: watch::Receiver<TargetState>,
-    pub out: mpsc::Sender<InFlight>,
     pub fatal: mpsc::Sender<anyhow::Error>,
     pub links_up: Arc<AtomicUsize>,
     pub total: usize,
@@ -96,40 +93,6 @@ pub fn event_position(ev: &ReceivedEventData) -> Option<Position> {
         offset,
         seq: ev.sequence_number(),
     })
-}
-
-/// Sends `rec`, waiting while librdkafka's queue is full or another retriable condition holds.
-/// `Err` carries a record or fatal error; `Ok(None)` means the task is stopping.
-pub async fn send_retrying(
-    producer: &FutureProducer,
-    topic: &str,
-    rec: &OutRecord,
-    stop: &CancellationToken,
-) -> Result<Option<DeliveryFuture>, KafkaError> {
-    let mut backoff = reconnect_backoff();
-    loop {
-        match produce::send(producer, topic, rec) {
-            Ok(d) => return Ok(Some(d)),
-            Err(e) => {
-                if produce::classify(&e) != ErrorClass::Retriable {
-                    return Err(e);
-                }
-                // A full queue clears within milliseconds (librdkafka's I/O thread drains it).
-                let d = if matches!(
-                    e.rdkafka_error_code(),
-                    Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                ) {
-                    Duration::from_millis(2)
-                } else {
-                    backoff.step()
-                };
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(d) => {}
-                }
-            }
-        }
-    }
 }
 
 impl Reader {
@@ -388,46 +351,56 @@ impl Reader {
                 "Received {} messages from eventHub {hub} partition {p} (requested {batch} batch)",
                 items.len()
             );
+            let mut ready = Vec::with_capacity(items.len());
+            let mut failed = None;
+            let mut received = false;
             for item in items {
-                let ev = match item {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        if dropped > 0 {
-                            debug!("partition {p}: dropped {dropped} redelivered events");
-                        }
-                        if super::auth::is_unauthorized(&e) {
-                            let _ = self
-                                .fatal
-                                .send(super::auth::refused(&self.shared.source, &e))
-                                .await;
-                            return LinkEnd::Fatal;
-                        }
-                        return match e.kind {
-                            EhErrorKind::ConsumerDisconnected(d) => {
-                                LinkEnd::Stolen(format!("{d:?}"))
+                match item {
+                    Ok(ev) => {
+                        received = true;
+                        if let Some(seq) = ev.sequence_number() {
+                            if self.last_seq.is_some_and(|last| seq <= last) {
+                                dropped += 1;
+                                continue;
                             }
-                            _ => LinkEnd::Transient(e.to_string()),
-                        };
+                            self.last_seq = Some(seq);
+                        }
+                        ready.push(ev);
                     }
-                };
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if received {
                 backoff.reset();
                 if watchdog.attempts > 0 {
                     self.recovered(watchdog);
                 }
                 watchdog.delivered();
                 self.part.ages.event();
-                if let Some(seq) = ev.sequence_number() {
-                    if self.last_seq.is_some_and(|last| seq <= last) {
-                        dropped += 1;
-                        continue;
-                    }
+            }
+            // The events before a receive error are handed on first. `last_seq` already names the
+            // last of them: if handing on fails, the task ends and nothing reopens after it.
+            if !ready.is_empty() && !self.hand_on(&ready).await {
+                return LinkEnd::Fatal;
+            }
+            if let Some(e) = failed {
+                if dropped > 0 {
+                    debug!("partition {p}: dropped {dropped} redelivered events");
                 }
-                if !self.hand_on(&ev).await {
+                if super::auth::is_unauthorized(&e) {
+                    let _ = self
+                        .fatal
+                        .send(super::auth::refused(&self.shared.source, &e))
+                        .await;
                     return LinkEnd::Fatal;
                 }
-                if let Some(seq) = ev.sequence_number() {
-                    self.last_seq = Some(seq);
-                }
+                return match e.kind {
+                    EhErrorKind::ConsumerDisconnected(d) => LinkEnd::Stolen(format!("{d:?}")),
+                    _ => LinkEnd::Transient(e.to_string()),
+                };
             }
         }
     }
@@ -442,99 +415,92 @@ impl Reader {
         self.part.ages.set_stalled(false);
     }
 
-    /// A record error: skipped (tolerance all) or the end of the task. False when the task must stop.
-    async fn record_error(&self, position: Option<Position>, what: String) -> bool {
-        if self.shared.connector.errors.tolerate_all {
+    /// Builds the records of `evs` (in hub order), submits them to the acker under one lock and
+    /// enqueues them. A record error (no `x-opt-offset`, unconvertible) is skipped under
+    /// `errors.tolerance=all`, else ends the task after the records before it are enqueued. False
+    /// when the task must stop.
+    async fn hand_on(&mut self, evs: &[ReceivedEventData]) -> bool {
+        self.polled.inc_by(evs.len() as u64);
+        if !self.part.room.wait(&self.part.acker, &self.stop).await {
+            return false;
+        }
+        let p = &self.part.id;
+        let tolerate = self.shared.connector.errors.tolerate_all;
+        // Built outside the lock.
+        let mut built: Vec<Built> = Vec::with_capacity(evs.len());
+        for ev in evs {
+            let Some(position) = event_position(ev) else {
+                built.push(Err((None, format!(
+                    "The event with sequence number {} of hub partition {p} has no x-opt-offset: it has no position to commit",
+                    ev.sequence_number().map_or("(none)".to_string(), |s| s.to_string())
+                ))));
+                continue;
+            };
+            let stamp = ev.enqueued_time().map_or(NO_STAMP, |t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0)
+            });
+            match self.shared.records.build(ev) {
+                Ok(rec) => built.push(Ok((position, stamp, rec))),
+                Err(e) => {
+                    let what = format!(
+                        "Error converting the event at offset {} of partition {p}: {e:#}",
+                        position.offset
+                    );
+                    built.push(Err((Some(position), what)));
+                }
+            }
+        }
+        let mut sends = Vec::with_capacity(built.len());
+        let mut skipped = Vec::new();
+        let mut refused = None;
+        {
+            let mut a = self.part.acker.lock().unwrap();
+            for b in built {
+                match b {
+                    Ok((position, stamp, rec)) => {
+                        sends.push((a.submit(Some(position)), stamp, rec));
+                    }
+                    Err((position, what)) if tolerate => {
+                        let t = a.submit(position);
+                        a.complete(t, Outcome::Skipped);
+                        skipped.push(what);
+                    }
+                    Err((_, what)) => {
+                        refused = Some(what);
+                        break;
+                    }
+                }
+            }
+        }
+        for what in skipped {
             error!("{what}; skipped (errors.tolerance=all)");
             METRICS.record_errors.get_or_create(&self.labels).inc();
             METRICS
                 .partition_records_skipped
                 .get_or_create(self.part.ages.labels())
                 .inc();
-            let mut a = self.part.acker.lock().unwrap();
-            let t = a.submit(position);
-            a.complete(t, Outcome::Skipped);
-            return true;
         }
-        let _ = self
-            .fatal
-            .send(anyhow::anyhow!(
-                "{what} (errors.tolerance=none: the task stops; nothing after the last acknowledged record is committed)"
-            ))
-            .await;
-        false
-    }
-
-    /// Builds, enqueues and passes one event to the acker. False when the task must stop.
-    async fn hand_on(&mut self, ev: &ReceivedEventData) -> bool {
-        let p = self.part.id.clone();
-        let seq = ev.sequence_number();
-        METRICS.source_record_poll.get_or_create(&self.labels).inc();
-        let Some(position) = event_position(ev) else {
-            return self
-                .record_error(
-                    None,
-                    format!(
-                        "The event with sequence number {} of hub partition {p} has no x-opt-offset: it has no position to commit",
-                        seq.map_or("(none)".to_string(), |s| s.to_string())
-                    ),
-                )
-                .await;
-        };
-        let offset = position.offset.clone();
-        let enqueued_ms = ev.enqueued_time().map(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-        });
-        let rec = match self.shared.records.build(ev) {
-            Ok(r) => r,
-            Err(e) => {
-                return self
-                    .record_error(
-                        Some(position),
-                        format!(
-                            "Error converting the event at offset {offset} of partition {p}: {e:#}"
-                        ),
-                    )
-                    .await;
-            }
-        };
-        let topic = self.shared.source.topic.as_str();
-        let delivery = match send_retrying(&self.producer, topic, &rec, &self.stop).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return false,
-            Err(e) => {
-                let what = format!(
-                    "Kafka refused the record of hub partition {p} offset {offset} for topic {topic}: {e}"
-                );
-                if produce::classify(&e) == ErrorClass::Record {
-                    return self.record_error(Some(position), what).await;
-                }
-                let _ = self
-                    .fatal
-                    .send(anyhow::anyhow!(
-                        "{what}: not a record error, so the task stops whatever errors.tolerance says; nothing after the last acknowledged record is committed"
-                    ))
-                    .await;
+        for (ticket, stamp, rec) in &sends {
+            if !self
+                .completer
+                .send(&self.producer, *ticket, *stamp, rec)
+                .await
+            {
                 return false;
             }
-        };
-        let ticket = self.part.acker.lock().unwrap().submit(Some(position));
-        let item = InFlight {
-            ticket,
-            delivery,
-            record: rec,
-            offset,
-            enqueued_ms,
-        };
-        // Space for it first; a stop while the acker is full (Kafka slow or down) must not hang: the
-        // record is then simply not committed, and read again after a restart.
-        tokio::select! {
-            biased;
-            r = self.out.send(item) => r.is_ok(),
-            _ = self.stop.cancelled() => false,
         }
+        if let Some(what) = refused {
+            let _ = self
+                .fatal
+                .send(anyhow::anyhow!(
+                    "{what} (errors.tolerance=none: the task stops; nothing after the last acknowledged record is committed)"
+                ))
+                .await;
+            return false;
+        }
+        true
     }
 }
 

@@ -12,7 +12,10 @@
 use crate::config::connector::{RecordFormat, RecordKey};
 use crate::config::{ConnectorConfig, WorkerConfig, JSON_CONVERTER, STRING_CONVERTER};
 use crate::connect::convert::Converter;
-use crate::connect::record::{into_fields, iothub_value_schema, AmqpScalar, IotEvent};
+use crate::connect::json;
+use crate::connect::record::{
+    into_fields, iothub_value_schema, AmqpScalar, IotEvent, IotRecordFields,
+};
 use crate::connect::{Schema, Type, Value};
 use azure_core_amqp::message::{AmqpAnnotationKey, AmqpMessageBody, AmqpMessageId};
 use azure_core_amqp::{AmqpSimpleValue, AmqpValue};
@@ -116,10 +119,19 @@ impl RecordBuilder {
                         )
                         .map_err(|e| anyhow::anyhow!("{e}"))?,
                 };
-                let value = self
-                    .value
-                    .from_connect_data(Some(&self.value_schema), &Value::Struct(f.into_struct()))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let value = match &self.value {
+                    // Fast path: the same bytes, written straight from the fields.
+                    Converter::Json(j) => Some(
+                        j.write_direct(&self.value_schema, |o| write_json_payload(&f, o))
+                            .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    ),
+                    other => other
+                        .from_connect_data(
+                            Some(&self.value_schema),
+                            &Value::Struct(f.into_struct()),
+                        )
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                };
                 Ok(OutRecord {
                     key,
                     value,
@@ -159,6 +171,42 @@ impl RecordBuilder {
             }
         }
     }
+}
+
+/// The payload JSON `JsonConverter` writes for [`IotRecordFields::into_struct`] of `f`
+/// with [`iothub_value_schema`], written straight from the fields (no `Struct` in between):
+/// fields in schema order, both maps as objects (their keys are unique already). Proven
+/// byte-identical to the converter by `connect::proptests`.
+pub fn write_json_payload(f: &IotRecordFields, out: &mut Vec<u8>) {
+    let map = |out: &mut Vec<u8>, m: &[(String, String)]| {
+        out.push(b'{');
+        for (i, (k, v)) in m.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::write_str(out, k);
+            out.push(b':');
+            json::write_str(out, v);
+        }
+        out.push(b'}');
+    };
+    out.extend_from_slice(b"{\"deviceId\":");
+    json::write_str(out, &f.device_id);
+    out.extend_from_slice(b",\"offset\":");
+    json::write_str(out, &f.offset);
+    out.extend_from_slice(b",\"contentType\":");
+    json::write_str(out, &f.content_type);
+    out.extend_from_slice(b",\"enqueuedTime\":");
+    json::write_str(out, &f.enqueued_time);
+    out.extend_from_slice(b",\"sequenceNumber\":");
+    json::write_i64(out, f.sequence_number);
+    out.extend_from_slice(b",\"content\":");
+    json::write_str(out, &f.content);
+    out.extend_from_slice(b",\"systemProperties\":");
+    map(out, &f.system_properties);
+    out.extend_from_slice(b",\"properties\":");
+    map(out, &f.properties);
+    out.push(b'}');
 }
 
 fn epoch_ms(t: SystemTime) -> i64 {
@@ -317,4 +365,36 @@ pub fn iot_event(ev: &ReceivedEventData) -> anyhow::Result<IotEvent> {
         application_properties,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::record::fields;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// The direct JSON path writes exactly what JsonConverter writes for the toketi Struct,
+        /// with and without schemas (and again once the schema is cached).
+        #[test]
+        fn the_direct_json_path_is_byte_identical_to_the_converter(
+            ev in crate::connect::proptests::event()
+        ) {
+            let schema = iothub_value_schema();
+            let f = fields(&ev);
+            for schemas in [false, true] {
+                let Converter::Json(j) = Converter::json(schemas) else { unreachable!() };
+                for _ in 0..2 {
+                    let generic = j
+                        .from_connect_data(Some(&schema), &Value::Struct(f.to_struct()))
+                        .unwrap()
+                        .unwrap();
+                    let direct = j.write_direct(&schema, |o| write_json_payload(&f, o)).unwrap();
+                    prop_assert_eq!(String::from_utf8(direct).unwrap(), String::from_utf8(generic).unwrap());
+                }
+            }
+        }
+    }
 }

@@ -3,15 +3,17 @@
 //! One pipeline per assigned hub partition, all running concurrently:
 //!
 //! ```text
-//! receiver (reader.rs: owns its Event Hubs client and link)     acker (produce.rs)
-//!   receive → drop redelivered (by sequence number)              awaits the delivery futures,
-//!   → build the record → enqueue into librdkafka   ──bounded──▶  completes each record in the
-//!     (order kept: one enqueuer per hub partition)    channel    partition's Acker (acker.rs) →
-//!   stall watchdog (stall.rs)                                     committable offset
+//! receiver (reader.rs: owns its Event Hubs client and link)   librdkafka's delivery reports
+//!   receive a batch → drop redelivered (by sequence number)     (produce.rs: Completer, on the
+//!   → build the records → submit them to the partition's   ──▶  producer's polling thread)
+//!     Acker (acker.rs, one lock per batch) → enqueue each        complete each ticket in the
+//!     into librdkafka with its ticket (hub order kept)           Acker → committable offset
+//!   stall watchdog (stall.rs)
 //! ```
 //!
-//! The bounded channel caps the records in flight per partition; when it is full the receiver stops
-//! asking for events, so AMQP credit is only granted as fast as Kafka acknowledges. Every
+//! [`Room`] caps the records in flight per partition (about [`MAX_IN_FLIGHT_PER_PARTITION`], plus at
+//! most one batch); when it is reached the receiver stops asking for events, so AMQP credit is only
+//! granted as fast as Kafka acknowledges. Every
 //! `offset.flush.interval.ms` and at shutdown the task commits, per partition, the offset of the
 //! longest fully finished prefix of its records to the worker's offset store, also after a failure
 //! (never past a record that failed or is still in flight). Transient receive errors and stalls reopen
@@ -29,8 +31,7 @@ use crate::offsets::{OffsetBackingStore, PartitionMap};
 use crate::rest::metrics::{task_labels, Labels, METRICS};
 use crate::worker::task::TaskContext;
 use azure_messaging_eventhubs::ConsumerClient;
-use rdkafka::producer::{FutureProducer, Producer};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -79,12 +80,53 @@ pub async fn open_client(
         .await
 }
 
-/// One hub partition of the task: its acknowledgement state (fed by its receiver and acker, taken
-/// by the committer) and the ages of its last event and commit.
+/// One hub partition of the task: its acknowledgement state (fed by its receiver and its delivery
+/// reports, taken by the committer), the ages of its last event and commit, and its in-flight cap.
 pub struct Partition {
     pub id: String,
     pub acker: Mutex<Acker>,
     pub ages: Ages,
+    pub room: Room,
+}
+
+/// The in-flight cap of one partition: the receiver waits while [`MAX_IN_FLIGHT_PER_PARTITION`]
+/// records are unfinished and is woken once fewer than three quarters of it are. Only a waiting
+/// receiver is ever woken (no wake-up per record).
+#[derive(Default)]
+pub struct Room {
+    waiting: AtomicBool,
+    freed: tokio::sync::Notify,
+}
+
+impl Room {
+    /// Called after a completion left `unfinished` records.
+    pub fn freed(&self, unfinished: usize) {
+        if unfinished < MAX_IN_FLIGHT_PER_PARTITION * 3 / 4
+            && self.waiting.load(Ordering::SeqCst)
+            && self.waiting.swap(false, Ordering::SeqCst)
+        {
+            self.freed.notify_one();
+        }
+    }
+
+    /// Waits until `acker` has room for more records. False when `stop` fired first.
+    pub async fn wait(&self, acker: &Mutex<Acker>, stop: &CancellationToken) -> bool {
+        loop {
+            if acker.lock().unwrap().unfinished() < MAX_IN_FLIGHT_PER_PARTITION {
+                return true;
+            }
+            self.waiting.store(true, Ordering::SeqCst);
+            // Checked again after announcing the wait: a completion in between left a permit.
+            if acker.lock().unwrap().unfinished() < MAX_IN_FLIGHT_PER_PARTITION {
+                self.waiting.store(false, Ordering::SeqCst);
+                return true;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = self.freed.notified() => {}
+            }
+        }
+    }
 }
 
 /// Runs one task until `ctx.shutdown`; returns `Err` only for non-retriable errors.
@@ -102,7 +144,7 @@ pub async fn run(
         list.join(",")
     );
     // The worker's producer of this run (created by the worker, dropped when the run ends).
-    let producer: Arc<FutureProducer> = Arc::new(ctx.producer()?.client().clone());
+    let producer = ctx.producer()?;
 
     // Start positions, resolved once per run (a restart re-reads the store).
     let mut starts = Vec::new();
@@ -141,42 +183,39 @@ pub async fn run(
     let total = starts.len();
     let mut parts = Vec::new();
     let mut receivers = Vec::new();
-    let mut ackers = Vec::new();
     for (p, start) in starts {
         let part = Arc::new(Partition {
             id: p.clone(),
             acker: Mutex::new(Acker::new()),
             ages: Ages::new(&name, &p),
+            room: Room::default(),
         });
         parts.push(part.clone());
-        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_PARTITION);
+        let completer = super::produce::Completer::new(
+            labels.clone(),
+            shared.clone(),
+            part.clone(),
+            &producer,
+            fatal_tx.clone(),
+            stop.clone(),
+        );
         let reader = Reader {
+            polled: METRICS.source_record_poll.get_or_create(&labels).clone(),
             labels: labels.clone(),
             shared: shared.clone(),
             producer: producer.clone(),
-            part: part.clone(),
+            completer,
+            part,
             start,
             last_seq: None,
             stop: stop.clone(),
             target: ctx.target.clone(),
-            out: tx,
             fatal: fatal_tx.clone(),
             links_up: links_up.clone(),
             total,
             health: ctx.health.clone(),
         };
         receivers.push(tokio::spawn(reader.run()));
-        ackers.push(tokio::spawn(super::produce::ack_loop(
-            super::produce::AckLoop {
-                labels: labels.clone(),
-                shared: shared.clone(),
-                producer: producer.clone(),
-                part,
-                fatal: fatal_tx.clone(),
-                stop: stop.clone(),
-            },
-            rx,
-        )));
     }
     drop(fatal_tx);
 
@@ -216,19 +255,9 @@ pub async fn run(
         .worker
         .offset_flush_timeout
         .min(ctx.worker.task_shutdown_graceful_timeout.mul_f64(0.7));
-    let deadline = tokio::time::Instant::now() + budget;
-    let flushed = {
-        let p = producer.clone();
-        let left = budget;
-        tokio::task::spawn_blocking(move || p.flush(left)).await
-    };
-    if !matches!(flushed, Ok(Ok(()))) {
+    // Delivery reports are served before flush returns: the acks are in the ackers after it.
+    if !producer.flush(budget).await {
         warn!("WorkerSourceTask{{id={id}}} Timed out waiting for in-flight records to be acknowledged; their offsets are not committed and they will be read again");
-    }
-    for a in ackers {
-        if tokio::time::timeout_at(deadline, a).await.is_err() {
-            break;
-        }
     }
     // Also after a failure: only acknowledged positions are ever committed (Connect does the same).
     if let Err(e) = commit(&shared, &*ctx.offsets, &id, &labels, &parts).await {
@@ -299,5 +328,57 @@ async fn commit(
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::acker::Outcome;
+
+    /// The receiver waits while the cap is reached and is woken only once completions bring the
+    /// partition below three quarters of it; a stop ends the wait.
+    #[tokio::test]
+    async fn room_waits_at_the_cap_and_wakes_below_three_quarters() {
+        let acker = Arc::new(Mutex::new(Acker::new()));
+        let room = Arc::new(Room::default());
+        let tickets: Vec<_> = (0..MAX_IN_FLIGHT_PER_PARTITION)
+            .map(|_| acker.lock().unwrap().submit(None))
+            .collect();
+        let stop = CancellationToken::new();
+        let waiter = {
+            let (acker, room, stop) = (acker.clone(), room.clone(), stop.clone());
+            tokio::spawn(async move { room.wait(&acker, &stop).await })
+        };
+        let complete = |n: usize, from: usize| {
+            for t in &tickets[from..from + n] {
+                acker.lock().unwrap().complete(*t, Outcome::Delivered);
+            }
+            let left = acker.lock().unwrap().unfinished();
+            room.freed(left);
+            left
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "full: the receiver waits");
+        // Still at or above three quarters: no wake-up.
+        assert_eq!(complete(MAX_IN_FLIGHT_PER_PARTITION / 4, 0), 768);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "not below three quarters yet");
+        complete(1, MAX_IN_FLIGHT_PER_PARTITION / 4);
+        let woke = tokio::time::timeout(Duration::from_secs(2), waiter).await;
+        assert!(matches!(woke, Ok(Ok(true))), "woken below three quarters");
+
+        // Full again, then stopped.
+        for _ in 0..MAX_IN_FLIGHT_PER_PARTITION {
+            acker.lock().unwrap().submit(None);
+        }
+        let waiter = {
+            let (acker, room, stop) = (acker.clone(), room.clone(), stop.clone());
+            tokio::spawn(async move { room.wait(&acker, &stop).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(2), waiter).await;
+        assert!(matches!(r, Ok(Ok(false))), "a stop ends the wait");
     }
 }

@@ -143,6 +143,33 @@ impl JsonConverter {
         Ok(Some(out))
     }
 
+    /// [`JsonConverter::from_connect_data`] of a value of `schema` whose payload JSON `payload`
+    /// writes directly (a caller's fast path; it must write what `write_value` would). The envelope
+    /// (`schemas.enable`), the schema cache and the buffer sizing are the converter's own.
+    pub fn write_direct(
+        &self,
+        schema: &Schema,
+        payload: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Vec<u8>, ConvertError> {
+        let mut out = Vec::with_capacity(self.size_hint.load(Ordering::Relaxed) + 64);
+        if self.schemas_enable {
+            let w = JsonWriter {
+                decimal_format: self.decimal_format,
+                replace_null_with_default: self.replace_null_with_default,
+            };
+            out.extend_from_slice(b"{\"schema\":");
+            self.cache
+                .write(&mut out, schema, |o| w.write_schema(o, schema))?;
+            out.extend_from_slice(b",\"payload\":");
+            payload(&mut out);
+            out.push(b'}');
+        } else {
+            payload(&mut out);
+        }
+        self.size_hint.store(out.len(), Ordering::Relaxed);
+        Ok(out)
+    }
+
     /// `toConnectData(topic, bytes)`. `None` bytes are a Kafka null.
     pub fn to_connect_data(
         &self,
