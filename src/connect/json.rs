@@ -100,6 +100,24 @@ fn write_u_escape(out: &mut Vec<u8>, unit: u16) {
 }
 
 /// The quoted JSON text of `s` as a `String` (for building keys in tests and tools).
+/// `{"k":"v",…}`: string pairs as a JSON object, in the order given (the caller has made the keys
+/// unique).
+pub fn write_str_object<'a>(
+    out: &mut Vec<u8>,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    out.push(b'{');
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        write_str(out, v);
+    }
+    out.push(b'}');
+}
+
 pub fn quote(s: &str) -> String {
     let mut out = Vec::with_capacity(s.len() + 2);
     write_str(&mut out, s);

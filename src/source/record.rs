@@ -179,16 +179,7 @@ impl RecordBuilder {
 /// byte-identical to the converter by `connect::proptests`.
 pub fn write_json_payload(f: &IotRecordFields, out: &mut Vec<u8>) {
     let map = |out: &mut Vec<u8>, m: &[(String, String)]| {
-        out.push(b'{');
-        for (i, (k, v)) in m.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            json::write_str(out, k);
-            out.push(b':');
-            json::write_str(out, v);
-        }
-        out.push(b'}');
+        json::write_str_object(out, m.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     };
     out.extend_from_slice(b"{\"deviceId\":");
     json::write_str(out, &f.device_id);

@@ -296,18 +296,15 @@ impl JsonWriter {
             json::write_str(out, doc);
         }
         if let Some(params) = &s.parameters {
-            out.extend_from_slice(b",\"parameters\":{");
+            out.extend_from_slice(b",\"parameters\":");
             let params: Vec<(&str, &String)> =
                 params.iter().map(|(k, v)| (k.as_str(), v)).collect();
-            for (i, (k, v)) in dedupe_keys(params).into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json::write_str(out, k);
-                out.push(b':');
-                json::write_str(out, v);
-            }
-            out.push(b'}');
+            json::write_str_object(
+                out,
+                dedupe_keys(params)
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_str())),
+            );
         }
         if let Some(default) = &s.default_value {
             out.extend_from_slice(b",\"default\":");
