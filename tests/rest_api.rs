@@ -6,7 +6,6 @@ use crate::support;
 
 use serde_json::{json, Value};
 use source_support::*;
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::*;
@@ -392,39 +391,18 @@ fn logger_level_changes_take_effect() {
 
 #[test]
 fn systemd_notify_ready_watchdog_and_stopping() {
-    let sockdir = tempfile::tempdir().unwrap();
-    let path = sockdir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut s = setup(
-        "",
-        &[
-            ("NOTIFY_SOCKET", path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "400000"),
-        ],
+    let mut notify = NotifySocket::bind();
+    let mut s = setup("", &[notify.env(), ("WATCHDOG_USEC", "400000")]);
+    notify.expect("READY=1", T);
+    assert!(
+        notify.seen.contains("STATUS=1 connector(s)"),
+        "{}",
+        notify.seen
     );
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let mut expect = |needle: &str, seen: &mut String| {
-        let deadline = Instant::now() + T;
-        while !seen.contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle} in notifications: {seen}"
-            );
-            let n = sock.recv(&mut buf).expect("a notification");
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            seen.push('\n');
-        }
-    };
-    expect("READY=1", &mut seen);
-    assert!(seen.contains("STATUS=1 connector(s)"), "{seen}");
-    expect("WATCHDOG=1", &mut seen);
+    notify.expect("WATCHDOG=1", T);
     s.worker.signal(libc::SIGTERM);
-    expect("STOPPING=1", &mut seen);
+    notify.expect("STOPPING=1", T);
     assert_eq!(s.worker.wait(T), Some(0));
-    let _ = Path::new(&path);
 }
 
 /// The key part of a connection string (`…;SharedAccessKey=<key>`).

@@ -580,29 +580,16 @@ fn distributed_exit_codes_and_systemd_notifications() {
     );
 
     // A worker without connectors: READY=1 with a status line, STOPPING=1 on SIGTERM, exit 0.
-    let path = dir.path().join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut p = Process::spawn(
-        &["distributed", w.to_str().unwrap()],
-        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    let mut notify = NotifySocket::bind();
+    let mut p = Process::spawn(&["distributed", w.to_str().unwrap()], &[notify.env()]);
+    notify.expect("READY=1", Duration::from_secs(60));
+    assert!(
+        notify.seen.contains("STATUS=no connectors"),
+        "{}",
+        notify.seen
     );
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let mut expect = |needle: &str, seen: &mut String| {
-        while !seen.contains(needle) {
-            let n = sock
-                .recv(&mut buf)
-                .unwrap_or_else(|e| panic!("no {needle} in notifications ({e}): {seen}"));
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            seen.push('\n');
-        }
-    };
-    expect("READY=1", &mut seen);
-    assert!(seen.contains("STATUS=no connectors"), "{seen}");
     p.signal(libc::SIGTERM);
-    expect("STOPPING=1", &mut seen);
+    notify.expect("STOPPING=1", Duration::from_secs(30));
     assert_eq!(p.wait(Duration::from_secs(30)), Some(0), "{}", p.log());
     assert!(p.log().contains("Kafka Connect stopped"), "{}", p.log());
 }

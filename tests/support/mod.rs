@@ -540,3 +540,49 @@ impl Drop for Process {
         }
     }
 }
+
+/// A systemd notification socket (`NOTIFY_SOCKET`) for one worker process: collects what the
+/// worker sends (`READY=1`, `STATUS=…`, `WATCHDOG=1`, `STOPPING=1`), one datagram a line.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+    pub seen: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    pub fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        NotifySocket {
+            path,
+            sock,
+            seen: String::new(),
+            _dir: dir,
+        }
+    }
+
+    /// `("NOTIFY_SOCKET", path)` for [`Process::spawn`].
+    pub fn env(&self) -> (&'static str, &str) {
+        ("NOTIFY_SOCKET", self.path.to_str().unwrap())
+    }
+
+    /// Receives until what was received contains `needle`; panics after `timeout`.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while !self.seen.contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle} in notifications: {}",
+                self.seen
+            );
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                self.seen.push('\n');
+            }
+        }
+    }
+}
