@@ -260,8 +260,14 @@ fn read_committed(
             return out;
         }
         if Instant::now() > deadline {
+            // Which hub partitions fell short, to tell a stuck pipeline from a broker that does
+            // not show a committed transaction.
+            let mut per_hub: BTreeMap<u32, usize> = BTreeMap::new();
+            for &(_, hp, _) in &out {
+                *per_hub.entry(hp).or_default() += 1;
+            }
             panic!(
-                "read {} of {expected} events from {topic} within {timeout:?}",
+                "read {} of {expected} events from {topic} within {timeout:?}; read per hub partition {per_hub:?}; Kafka partitions at EOF {eof:?}",
                 out.len()
             );
         }
