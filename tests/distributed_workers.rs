@@ -561,7 +561,25 @@ fn upgrade_from_a_standalone_offsets_file_continues_without_re_reading() {
     w.p.wait_for_log("Imported 8 offsets of connector hub", T);
     wait_all_running(&w, &[id(&w)], T);
     source_support::send_many(&hub, 200, 100, 32);
-    let recs = read_committed(&hub, &cl.topic, 300, T);
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_committed(&hub, &cl.topic, 300, T)
+    }));
+    let recs = match read {
+        Ok(r) => r,
+        Err(e) => {
+            // The worker's own account of what it did (warnings, errors, partition starts).
+            let log = w.p.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains(" INFO ") || l.contains("hub partition"))
+                .collect();
+            eprintln!(
+                "worker log (warnings, errors, partition lines):\n{}",
+                lines.join("\n")
+            );
+            std::panic::resume_unwind(e);
+        }
+    };
     let v = verdict(&hub, &recs);
     report("upgrade", 300, v);
     assert_eq!(v.0, 0, "nothing lost");
