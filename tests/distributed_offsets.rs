@@ -5,7 +5,9 @@ use crate::support;
 
 use iotconnect::connect::Value;
 use iotconnect::distributed::murmur2;
-use iotconnect::offsets::kafka::{ensure_compacted_topic, load_store, offset_record, TopicSpec};
+use iotconnect::offsets::kafka::{
+    ensure_compacted_topic, load_store, offset_record, wait_until_stable, TopicSpec,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
@@ -188,4 +190,41 @@ fn an_existing_topic_that_is_not_compacted_is_refused() {
         .to_string();
     assert!(e.contains("cleanup.policy=compact"), "{e}");
     assert!(e.contains("cleanup.policy=delete"), "{e}");
+}
+
+/// A new owner waits for transactions open in the offsets topic before it reads its offset: while
+/// one is open the partition is reported short (its last stable offset below the high watermark
+/// taken at the start), once it commits the wait returns at once with nothing short.
+#[test]
+fn the_offsets_topic_is_read_once_no_transaction_is_open_before_its_end() {
+    let topic = unique("offsets-stable");
+    create_topic(&broker().bootstrap, &topic, 2);
+    let p: BaseProducer = base()
+        .set("transactional.id", unique("stable"))
+        .create()
+        .unwrap();
+    p.init_transactions(T).unwrap();
+    assert!(
+        wait_until_stable(&base(), &topic, Duration::from_millis(200))
+            .unwrap()
+            .is_empty()
+    );
+    p.begin_transaction().unwrap();
+    p.send(
+        BaseRecord::<str, str>::to(&topic)
+            .key("k")
+            .payload("v")
+            .partition(1),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    p.flush(T).unwrap();
+    let short = wait_until_stable(&base(), &topic, Duration::from_millis(500)).unwrap();
+    assert_eq!(short.len(), 1, "{short:?}");
+    assert_eq!(short[0].partition, 1);
+    assert!(short[0].stable < short[0].high, "{short:?}");
+    p.commit_transaction(T).unwrap();
+    let t0 = std::time::Instant::now();
+    assert!(wait_until_stable(&base(), &topic, T).unwrap().is_empty());
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }

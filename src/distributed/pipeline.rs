@@ -21,11 +21,13 @@
 use super::status::{task_key, StatusWriter};
 use crate::config::distributed::{DistributedConfig, TransactionBoundary};
 use crate::config::{ConnectorConfig, SourceConfig};
-use crate::offsets::kafka::{load_store, offset_record};
+use crate::offsets::kafka::{load_store, offset_record, wait_until_stable};
 use crate::offsets::OffsetStore;
 use crate::source::position::{after_sequence, Start};
 use crate::source::record::{OutRecord, RecordBuilder};
 use crate::source::task::open_client;
+use crate::worker::backoff::Backoff;
+use crate::worker::errors::{classify_kafka, ErrorClass};
 use crate::worker::producer::{Client, Delivery, EnqueueError, Producer, SendError};
 use anyhow::Context;
 use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
@@ -161,22 +163,29 @@ async fn run_inner(
         Ok(pr) => pr,
         Err(e) => return End::Failed(anyhow::Error::new(e).context("cannot create the producer")),
     };
-    if eos {
-        let t = job.cfg.worker.kafka_check_timeout;
-        if let Err(e) = blocking(&producer, move |pr| pr.init_transactions(t)).await {
-            return End::Failed(
-                anyhow::Error::new(e).context("init_transactions (fencing the previous owner)"),
-            );
-        }
-    }
     // Owner level fixed for this pipeline's life: later owners always have a higher one.
     let owner_level = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let start = match start_of(job, p).await {
-        Ok(s) => s,
-        Err(e) => return End::Failed(e),
+    // Fence the previous owner, then find where to start; transient failures are retried.
+    let mut attempts = SETUP_BACKOFF.attempts();
+    let start = loop {
+        match setup(job, p, &producer, eos).await {
+            Ok(s) => break s,
+            Err((ErrorClass::Fatal, e)) => return End::Failed(e),
+            Err((_, e)) => {
+                let wait = attempts.step();
+                warn!(
+                    "Cannot start hub partition {p} yet: {e:#}; retrying in {} ms",
+                    wait.as_millis()
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return End::Stopped,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
     };
     info!("{}", start.log_line(p));
     job.status
@@ -224,11 +233,62 @@ impl SourceJob {
     }
 }
 
+/// Retries of a pipeline's start (fencing, reading its offset).
+const SETUP_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+
+/// `init_transactions` (exactly-once: fences the previous owner and aborts its open transaction),
+/// then the start position. An error comes with its class: only a fatal one fails the task.
+async fn setup(
+    job: &Arc<SourceJob>,
+    p: &str,
+    producer: &Producer,
+    eos: bool,
+) -> Result<Start, (ErrorClass, anyhow::Error)> {
+    if eos {
+        let t = job.cfg.worker.kafka_check_timeout;
+        if let Err(e) = blocking(producer, move |pr| pr.init_transactions(t)).await {
+            let class = classify_kafka(&e);
+            return Err((
+                class,
+                anyhow::Error::new(e).context("init_transactions (fencing the previous owner)"),
+            ));
+        }
+    }
+    start_of(job, p)
+        .await
+        .map_err(|e| (ErrorClass::Retriable, e))
+}
+
 /// The start of a partition: its committed offset in the topic, else the connector's settings.
+/// Waits (up to `session.timeout.ms`) for transactions still open in the offsets topic to end, so
+/// the offset read is the last one committed, not one before it; past that it warns and reads what
+/// is committed (a batch may then be read again, never skipped).
 async fn start_of(job: &Arc<SourceJob>, p: &str) -> anyhow::Result<Start> {
     let base = job.consumer_base.clone();
     let topic = job.cfg.offset_topic.name.clone();
+    let bound = job.cfg.session_timeout;
     let timeout = job.cfg.worker.kafka_check_timeout;
+    let (b, t) = (base.clone(), topic.clone());
+    let unstable = tokio::task::spawn_blocking(move || wait_until_stable(&b, &t, bound))
+        .await
+        .expect("offsets reader panicked")
+        .with_context(|| format!("reading the end of {topic}"))?;
+    if !unstable.is_empty() {
+        let parts: Vec<String> = unstable
+            .iter()
+            .map(|u| {
+                format!(
+                    "{topic}-{} (stable to {} of {})",
+                    u.partition, u.stable, u.high
+                )
+            })
+            .collect();
+        warn!(
+            "Hub partition {p}: transactions in {} are still open after {} ms; starting from what is committed (a batch may be read again)",
+            parts.join(", "),
+            bound.as_millis()
+        );
+    }
     let store: OffsetStore =
         tokio::task::spawn_blocking(move || load_store(&base, &topic, timeout))
             .await

@@ -126,6 +126,77 @@ impl rdkafka::ClientContext for QuietEof {
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
+/// A partition of the offsets topic whose last stable offset is still below the high watermark it
+/// had when [`wait_until_stable`] began: a transaction written before that point is not yet complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unstable {
+    pub partition: i32,
+    pub stable: i64,
+    pub high: i64,
+}
+
+/// Waits (blocking) until every partition's last stable offset has reached the high watermark it
+/// had when the call began, or `bound` passes; returns the partitions still short.
+///
+/// Why: a partition's end for `read_committed` is its last stable offset, which stays at the first
+/// record of the oldest open transaction. Another task's offset record written just before ours
+/// keeps our committed offset invisible until that task's transaction ends, so a new owner reading
+/// at that moment would start from an older offset and read a batch twice. Waiting for the end as of
+/// "now" closes that gap; transactions are short, so on a healthy cluster this returns at once.
+pub fn wait_until_stable(
+    consumer_base: &ClientConfig,
+    topic: &str,
+    bound: Duration,
+) -> anyhow::Result<Vec<Unstable>> {
+    let client = |isolation: &str| -> anyhow::Result<BaseConsumer<QuietEof>> {
+        let mut cfg = consumer_base.clone();
+        cfg.set("isolation.level", isolation)
+            .set("enable.auto.commit", "false")
+            .set("group.id", "iotconnect-offset-reader-unused");
+        cfg.create_with_context(QuietEof)
+            .context("cannot create a Kafka consumer")
+    };
+    let (uncommitted, committed) = (client("read_uncommitted")?, client("read_committed")?);
+    let timeout = bound.max(Duration::from_secs(1));
+    let md = uncommitted
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!parts.is_empty(), "topic {topic} does not exist");
+    let mut high = Vec::with_capacity(parts.len());
+    for &p in &parts {
+        let (_, h) = uncommitted
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("cannot read the end of {topic}-{p}"))?;
+        high.push((p, h));
+    }
+    let deadline = Instant::now() + bound;
+    loop {
+        let mut short = Vec::new();
+        for &(p, h) in &high {
+            // A read_committed client's high watermark is the last stable offset.
+            let (_, stable) = committed
+                .fetch_watermarks(topic, p, timeout)
+                .with_context(|| format!("cannot read the stable end of {topic}-{p}"))?;
+            if stable < h {
+                short.push(Unstable {
+                    partition: p,
+                    stable,
+                    high: h,
+                });
+            }
+        }
+        if short.is_empty() || Instant::now() >= deadline {
+            return Ok(short);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Reads `topic` from the beginning of every partition to its end (read_committed); returns the
 /// records in topic order per partition (key, value). Blocking: call from a blocking thread.
 pub fn read_to_end(
