@@ -272,7 +272,8 @@ fn nudge_devices(hub: &Hub) -> Vec<String> {
 /// Reads `topic` read_committed until every event the hub holds now has arrived and every Kafka
 /// partition is at its end.
 ///
-/// While it waits it sends one more event to every hub partition each second. The test broker
+/// Once 10 s pass without a new target event it sends one more event to every hub partition each
+/// second (and says how many rounds it took), so a worker that commits late still fails. The test broker
 /// (nisshi 0.7.0-pre.2) can leave a committed transaction PREPARE_COMMIT, invisible to
 /// read_committed, until a later transaction on the same Kafka partition ends
 /// (`distributed_broker::interleaved_committed_transactions_are_all_visible`); on Kafka the trailing
@@ -281,6 +282,8 @@ fn read_committed(hub: &Hub, topic: &str, timeout: Duration) -> Read {
     let target = held(hub);
     let devices = nudge_devices(hub);
     let mut last_nudge = Instant::now();
+    let mut progress = Instant::now();
+    let mut nudges = 0;
     let mut want: std::collections::HashSet<(u32, i64)> = target
         .iter()
         .flat_map(|(&p, &(a, b))| (a..=b).map(move |s| (p, s)))
@@ -291,6 +294,9 @@ fn read_committed(hub: &Hub, topic: &str, timeout: Duration) -> Read {
     let mut eof = std::collections::HashSet::new();
     loop {
         if want.is_empty() && eof.len() == 3 {
+            if nudges > 0 {
+                eprintln!("read back after {nudges} rounds of trailing events");
+            }
             return Read { target, recs };
         }
         if Instant::now() > deadline {
@@ -305,17 +311,22 @@ fn read_committed(hub: &Hub, topic: &str, timeout: Duration) -> Read {
                 per_hub_partition(&raw),
             );
         }
-        if last_nudge.elapsed() >= Duration::from_secs(1) {
+        if progress.elapsed() >= Duration::from_secs(10)
+            && last_nudge.elapsed() >= Duration::from_secs(1)
+        {
             for d in &devices {
                 hub.send(d, b"{\"nudge\":true}", None);
             }
+            nudges += 1;
             last_nudge = Instant::now();
         }
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 eof.remove(&m.partition());
                 let r = seen(hub, &m);
-                want.remove(&(r.1, r.2));
+                if want.remove(&(r.1, r.2)) {
+                    progress = Instant::now();
+                }
                 recs.push(r);
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -525,7 +536,9 @@ fn kill_loop(eos: bool) -> (u64, (usize, usize, usize)) {
     let cl = Cluster::new(&hub, eos, "");
     let mut workers: Vec<Worker> = (0..3).map(|n| cl.start(n, "", None)).collect();
     let ids: Vec<String> = workers.iter().map(id).collect();
-    wait_all_running(&workers[0], &ids, T);
+    explained(&workers.iter().collect::<Vec<_>>(), || {
+        wait_all_running(&workers[0], &ids, T)
+    });
     let gen = Generator::start(&hub, 300);
     let total = if long() {
         Duration::from_secs(120)
@@ -622,11 +635,11 @@ fn exactly_once_while_scaling_1_3_1() {
     for w in more.iter_mut() {
         assert_eq!(w.p.terminate(T), Some(0));
     }
-    let took = wait_all_running(&first, &[id(&first)], T);
+    let all: Vec<&Worker> = std::iter::once(&first).chain(more.iter()).collect();
+    let took = explained(&all, || wait_all_running(&first, &[id(&first)], T));
     eprintln!("scale 3 -> 1: one worker runs everything again after {took:?}");
     std::thread::sleep(Duration::from_secs(3));
     let sent = gen.finish();
-    let all: Vec<&Worker> = std::iter::once(&first).chain(more.iter()).collect();
     explained(&all, || {
         let read = read_committed(&hub, &cl.topic, CATCH_UP);
         let v = verdict(&read);
@@ -647,7 +660,7 @@ fn a_worker_paused_beyond_the_session_timeout_is_fenced() {
     let cl = Cluster::new(&hub, true, "");
     let a = cl.start(0, "", None);
     let b = cl.start(1, "", None);
-    wait_all_running(&a, &[id(&a), id(&b)], T);
+    explained(&[&a, &b], || wait_all_running(&a, &[id(&a), id(&b)], T));
     wait_until("both workers own partitions", T, || {
         let s = a.status();
         let t = s["tasks"].as_array().unwrap();
@@ -699,7 +712,7 @@ fn upgrade_from_a_standalone_offsets_file_continues_without_re_reading() {
         None,
     );
     w.p.wait_for_log("Imported 8 offsets of connector hub", T);
-    wait_all_running(&w, &[id(&w)], T);
+    explained(&[&w], || wait_all_running(&w, &[id(&w)], T));
     source_support::send_many(&hub, 200, 100, 32);
     explained(&[&w], || {
         let read = read_committed(&hub, &cl.topic, T);
