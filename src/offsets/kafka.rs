@@ -126,6 +126,24 @@ impl rdkafka::ClientContext for QuietEof {
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
+/// The partition ids of `topic`; an error if it does not exist.
+fn partitions_of(
+    consumer: &BaseConsumer<QuietEof>,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<i32>> {
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!parts.is_empty(), "topic {topic} does not exist");
+    Ok(parts)
+}
+
 /// A partition of the offsets topic whose last stable offset is still below the high watermark it
 /// had when [`wait_until_stable`] began: a transaction written before that point is not yet complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,15 +176,7 @@ pub fn wait_until_stable(
     };
     let (uncommitted, committed) = (client("read_uncommitted")?, client("read_committed")?);
     let timeout = bound.max(Duration::from_secs(1));
-    let md = uncommitted
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    anyhow::ensure!(!parts.is_empty(), "topic {topic} does not exist");
+    let parts = partitions_of(&uncommitted, topic, timeout)?;
     let mut high = Vec::with_capacity(parts.len());
     for &p in &parts {
         let (_, h) = uncommitted
@@ -213,15 +223,7 @@ pub fn read_to_end(
     let consumer: BaseConsumer<QuietEof> = cfg
         .create_with_context(QuietEof)
         .context("cannot create a Kafka consumer")?;
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    anyhow::ensure!(!parts.is_empty(), "topic {topic} does not exist");
+    let parts = partitions_of(&consumer, topic, timeout)?;
     let mut tpl = TopicPartitionList::new();
     for p in &parts {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
