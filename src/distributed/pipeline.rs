@@ -7,7 +7,10 @@
 //!   calls `init_transactions` with the same id, which fences this producer and aborts its open
 //!   transaction, so a paused or partitioned old owner can never commit again (KIP-618's fencing).
 //! * The start position is read from the offsets topic **after** `init_transactions` (read_committed),
-//!   so it is exactly the end of the last committed batch: nothing lost, nothing twice.
+//!   and only once no transaction opened before the topic's end is still open (bounded by
+//!   `session.timeout.ms`, then a warning), so it is exactly the end of the last committed batch:
+//!   nothing lost, nothing twice. Failures of these start steps are retried with capped backoff
+//!   unless `worker::errors` classes them fatal.
 //! * The hub receiver is an owner-level (epoch) receiver whose level is fixed when the pipeline
 //!   starts: a newer owner's receiver kicks this one off, and this one can never kick a newer one.
 //!
