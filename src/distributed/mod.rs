@@ -25,6 +25,7 @@ pub mod group;
 pub mod murmur2;
 pub mod pipeline;
 pub mod rest;
+mod start;
 pub mod status;
 mod worker;
 

@@ -6,11 +6,9 @@
 //! * `transactional.id = <group.id>-<connector>-<hub partition>`: whoever owns the partition next
 //!   calls `init_transactions` with the same id, which fences this producer and aborts its open
 //!   transaction, so a paused or partitioned old owner can never commit again (KIP-618's fencing).
-//! * The start position is read from the offsets topic **after** `init_transactions` (read_committed),
-//!   and only once no transaction opened before the topic's end is still open (bounded by
-//!   `session.timeout.ms`, then a warning), so it is exactly the end of the last committed batch:
-//!   nothing lost, nothing twice. Failures of these start steps are retried with capped backoff
-//!   unless `worker::errors` classes them fatal.
+//! * The start position is read from the offsets topic **after** `init_transactions`, once no
+//!   transaction before the topic's end is still open ([`super::start`]), so it is exactly the end of
+//!   the last committed batch: nothing lost, nothing twice.
 //! * The hub receiver is an owner-level (epoch) receiver whose level is fixed when the pipeline
 //!   starts: a newer owner's receiver kicks this one off, and this one can never kick a newer one.
 //!
@@ -18,21 +16,19 @@
 //! once every record of the batch is acknowledged.
 //!
 //! On a transient error the batch is aborted (or simply not committed) and the receiver reopens after
-//! the last committed sequence number. Stop (revocation, shutdown) ends between batches: the current
+//! the last committed sequence number. If a commit or an abort itself fails, the producer's
+//! transaction state is unknown: the pipeline drops it and starts over with a new producer, whose
+//! `init_transactions` aborts what the old one left open, from the offset committed in the topic. Stop (revocation, shutdown) ends between batches: the current
 //! transaction is committed (or aborted) before [`run`] returns.
 
 use super::status::{task_key, StatusWriter};
 use crate::config::distributed::{DistributedConfig, TransactionBoundary};
 use crate::config::{ConnectorConfig, SourceConfig};
-use crate::offsets::kafka::{load_store, offset_record, wait_until_stable};
-use crate::offsets::OffsetStore;
+use crate::offsets::kafka::offset_record;
 use crate::source::position::{after_sequence, Start};
 use crate::source::record::{OutRecord, RecordBuilder};
 use crate::source::task::open_client;
-use crate::worker::backoff::Backoff;
-use crate::worker::errors::{classify_kafka, ErrorClass};
 use crate::worker::producer::{Client, Delivery, EnqueueError, Producer, SendError};
-use anyhow::Context;
 use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
 use azure_messaging_eventhubs::{OpenReceiverOptions, StartPosition};
 use futures::StreamExt;
@@ -105,7 +101,7 @@ fn is_fenced(e: &KafkaError) -> bool {
 }
 
 /// Runs a blocking producer call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     p: &Producer,
     f: impl FnOnce(&Client) -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, KafkaError> {
@@ -162,70 +158,63 @@ async fn run_inner(
             .set("transaction.timeout.ms", "60000")
             .set("delivery.timeout.ms", "60000");
     }
-    let producer = match Producer::create(&cfg) {
-        Ok(pr) => pr,
-        Err(e) => return End::Failed(anyhow::Error::new(e).context("cannot create the producer")),
-    };
     // Owner level fixed for this pipeline's life: later owners always have a higher one.
     let owner_level = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    // Fence the previous owner, then find where to start; transient failures are retried.
-    let mut attempts = SETUP_BACKOFF.attempts();
-    let start = loop {
-        match setup(job, p, &producer, eos).await {
-            Ok(s) => break s,
-            Err((ErrorClass::Fatal, e)) => return End::Failed(e),
-            Err((_, e)) => {
-                let wait = attempts.step();
-                warn!(
-                    "Cannot start hub partition {p} yet: {e:#}; retrying in {} ms",
-                    wait.as_millis()
-                );
-                tokio::select! {
-                    _ = stop.cancelled() => return End::Stopped,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    };
-    info!("{}", start.log_line(p));
-    job.status
-        .put(
-            &task_key(&job.connector.name, job.index_of(p) as i32),
-            "RUNNING",
-            None,
-            generation,
-        )
-        .await;
-    let mut part = Part {
-        job: job.clone(),
-        p: p.to_string(),
-        producer,
-        eos,
-        committed_seq: None,
-        start,
-    };
-    let mut backoff = Duration::from_millis(100);
+    let mut restarts = super::start::SETUP_BACKOFF.attempts();
+    let mut running = false;
+    // One producer per round: a transaction that could neither commit nor abort leaves the
+    // producer in an unknown state, so the next round starts over with a new one (its
+    // `init_transactions` aborts what the old one left open) and reads the offset again.
     loop {
-        if stop.is_cancelled() {
-            return End::Stopped;
-        }
-        match part.session(owner_level, stop).await {
-            Session::End(e) => return e,
-            Session::Retry(why) => {
-                warn!(
-                    "Error on hub partition {p}: {why}; reopening after sequence number {:?} in {} ms",
-                    part.committed_seq,
-                    backoff.as_millis()
-                );
-                tokio::select! {
-                    _ = stop.cancelled() => return End::Stopped,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+        let producer = match Producer::create(&cfg) {
+            Ok(pr) => pr,
+            Err(e) => {
+                return End::Failed(anyhow::Error::new(e).context("cannot create the producer"))
             }
+        };
+        let start = match super::start::start_with(job, p, &producer, eos, stop).await {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return End::Failed(e),
+            None => return End::Stopped,
+        };
+        info!("{}", start.log_line(p));
+        if !running {
+            job.status
+                .put(
+                    &task_key(&job.connector.name, job.index_of(p) as i32),
+                    "RUNNING",
+                    None,
+                    generation,
+                )
+                .await;
+            running = true;
+        }
+        let mut part = Part {
+            job: job.clone(),
+            p: p.to_string(),
+            producer,
+            eos,
+            committed_seq: None,
+            start,
+            broken: None,
+        };
+        let why = match part.sessions(owner_level, stop).await {
+            Ok(end) => return end,
+            Err(why) => why,
+        };
+        // Destroying a client waits for its outstanding requests: not on an async thread.
+        let _ = tokio::task::spawn_blocking(move || drop(part)).await;
+        let wait = restarts.step();
+        warn!(
+            "Hub partition {p}: {why}; starting over with a new producer from the last committed offset in {} ms",
+            wait.as_millis()
+        );
+        tokio::select! {
+            _ = stop.cancelled() => return End::Stopped,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -234,88 +223,6 @@ impl SourceJob {
     pub fn index_of(&self, p: &str) -> usize {
         self.partitions.iter().position(|x| x == p).unwrap_or(0)
     }
-}
-
-/// Retries of a pipeline's start (fencing, reading its offset).
-const SETUP_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-
-/// `init_transactions` (exactly-once: fences the previous owner and aborts its open transaction),
-/// then the start position. An error comes with its class: only a fatal one fails the task.
-async fn setup(
-    job: &Arc<SourceJob>,
-    p: &str,
-    producer: &Producer,
-    eos: bool,
-) -> Result<Start, (ErrorClass, anyhow::Error)> {
-    if eos {
-        let t = job.cfg.worker.kafka_check_timeout;
-        if let Err(e) = blocking(producer, move |pr| pr.init_transactions(t)).await {
-            let class = classify_kafka(&e);
-            return Err((
-                class,
-                anyhow::Error::new(e).context("init_transactions (fencing the previous owner)"),
-            ));
-        }
-    }
-    start_of(job, p)
-        .await
-        .map_err(|e| (ErrorClass::Retriable, e))
-}
-
-/// The start of a partition: its committed offset in the topic, else the connector's settings.
-/// Waits (up to `session.timeout.ms`) for transactions still open in the offsets topic to end, so
-/// the offset read is the last one committed, not one before it; past that it warns and reads what
-/// is committed (a batch may then be read again, never skipped).
-async fn start_of(job: &Arc<SourceJob>, p: &str) -> anyhow::Result<Start> {
-    let base = job.consumer_base.clone();
-    let topic = job.cfg.offset_topic.name.clone();
-    let bound = job.cfg.session_timeout;
-    let timeout = job.cfg.worker.kafka_check_timeout;
-    let (b, t) = (base.clone(), topic.clone());
-    let unstable = tokio::task::spawn_blocking(move || wait_until_stable(&b, &t, bound))
-        .await
-        .expect("offsets reader panicked")
-        .with_context(|| format!("reading the end of {topic}"))?;
-    if !unstable.is_empty() {
-        let parts: Vec<String> = unstable
-            .iter()
-            .map(|u| {
-                format!(
-                    "{topic}-{} (stable to {} of {})",
-                    u.partition, u.stable, u.high
-                )
-            })
-            .collect();
-        warn!(
-            "Hub partition {p}: transactions in {} are still open after {} ms; starting from what is committed (a batch may be read again)",
-            parts.join(", "),
-            bound.as_millis()
-        );
-    }
-    let store: OffsetStore =
-        tokio::task::spawn_blocking(move || load_store(&base, &topic, timeout))
-            .await
-            .expect("offsets reader panicked")
-            .with_context(|| format!("reading {}", job.cfg.offset_topic.name))?;
-    let sp = job.source_partition(p);
-    let borrowed: Vec<(&str, &str)> = sp.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let saved = store.get(&job.connector.name, &borrowed).and_then(|m| {
-        m.into_iter().find_map(|(k, v)| match v {
-            crate::connect::Value::String(s) if k == "EventHubOffset" => Some(s),
-            _ => None,
-        })
-    });
-    let initial = job
-        .source
-        .offsets
-        .get(job.index_of(p))
-        .cloned()
-        .unwrap_or_else(|| "-1".into());
-    Ok(Start::resolve(
-        saved.as_deref(),
-        job.source.start_time,
-        &initial,
-    ))
 }
 
 enum Session {
@@ -331,6 +238,9 @@ struct Part {
     /// Sequence number of the last event whose batch (and offset) is committed.
     committed_seq: Option<i64>,
     start: Start,
+    /// Why the producer's transaction state is unknown (a commit or abort failed): the
+    /// pipeline must start over with a new producer.
+    broken: Option<String>,
 }
 
 /// Events of the open batch: their records are enqueued; the offset follows at commit.
@@ -346,6 +256,40 @@ impl Part {
         match self.committed_seq {
             Some(s) => after_sequence(s),
             None => self.start.position(),
+        }
+    }
+
+    /// Receiver sessions until an end (`Ok`) or until the producer is broken (`Err` with why);
+    /// other errors reopen the receiver after the last committed event with capped backoff.
+    async fn sessions(
+        &mut self,
+        owner_level: i64,
+        stop: &CancellationToken,
+    ) -> Result<End, String> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if stop.is_cancelled() {
+                return Ok(End::Stopped);
+            }
+            match self.session(owner_level, stop).await {
+                Session::End(e) => return Ok(e),
+                Session::Retry(why) => {
+                    if let Some(broken) = self.broken.take() {
+                        return Err(format!("{why} ({broken})"));
+                    }
+                    warn!(
+                        "Error on hub partition {}: {why}; reopening after sequence number {:?} in {} ms",
+                        self.p,
+                        self.committed_seq,
+                        backoff.as_millis()
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(End::Stopped),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
         }
     }
 
@@ -574,6 +518,9 @@ impl Part {
                 .max(Duration::from_secs(30));
             if let Err(e) = blocking(&self.producer, move |pr| pr.commit_transaction(t)).await {
                 let s = self.kafka_error(e, "commit_transaction");
+                if matches!(s, Session::Retry(_)) {
+                    self.broken = Some("the commit did not complete".into());
+                }
                 self.abort(batch).await;
                 return Err(s);
             }
@@ -605,6 +552,7 @@ impl Part {
             .await
             {
                 warn!("abort_transaction on hub partition {}: {e}", self.p);
+                self.broken = Some(format!("abort_transaction: {e}"));
             }
         }
         batch.deliveries.clear();
