@@ -27,27 +27,22 @@ use tracing::warn;
 pub const SETUP_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
-/// `init_transactions` (exactly-once: fences the previous owner and aborts its open transaction),
-/// then the start position. An error comes with its class: only a fatal one fails the task.
-async fn setup(
+/// `init_transactions`: fences the previous owner and aborts its open transaction. librdkafka
+/// allows it once per producer, and again only after it failed (a timeout), so a caller retries it
+/// only until it has succeeded.
+async fn fence(
     job: &Arc<SourceJob>,
-    p: &str,
     producer: &Producer,
-    eos: bool,
-) -> Result<Start, (ErrorClass, anyhow::Error)> {
-    if eos {
-        let t = job.cfg.worker.kafka_check_timeout;
-        if let Err(e) = blocking(producer, move |pr| pr.init_transactions(t)).await {
-            let class = classify_kafka(&e);
-            return Err((
-                class,
-                anyhow::Error::new(e).context("init_transactions (fencing the previous owner)"),
-            ));
-        }
-    }
-    start_of(job, p)
+) -> Result<(), (ErrorClass, anyhow::Error)> {
+    let t = job.cfg.worker.kafka_check_timeout;
+    blocking(producer, move |pr| pr.init_transactions(t))
         .await
-        .map_err(|e| (ErrorClass::Retriable, e))
+        .map_err(|e| {
+            (
+                classify_kafka(&e),
+                anyhow::Error::new(e).context("init_transactions (fencing the previous owner)"),
+            )
+        })
 }
 
 /// The start of a partition: its committed offset in the topic, else the connector's settings.
@@ -116,9 +111,18 @@ pub async fn start_with(
     stop: &CancellationToken,
 ) -> Option<anyhow::Result<Start>> {
     let mut attempts = SETUP_BACKOFF.attempts();
+    let mut fenced = !eos;
     loop {
-        match setup(job, p, producer, eos).await {
-            Ok(s) => return Some(Ok(s)),
+        let step = if fenced {
+            match start_of(job, p).await {
+                Ok(s) => return Some(Ok(s)),
+                Err(e) => Err((ErrorClass::Retriable, e)),
+            }
+        } else {
+            fence(job, producer).await
+        };
+        match step {
+            Ok(()) => fenced = true,
             Err((ErrorClass::Fatal, e)) => return Some(Err(e)),
             Err((_, e)) => {
                 let wait = attempts.step();
