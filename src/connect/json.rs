@@ -99,7 +99,6 @@ fn write_u_escape(out: &mut Vec<u8>, unit: u16) {
     }
 }
 
-/// The quoted JSON text of `s` as a `String` (for building keys in tests and tools).
 /// `{"k":"v",…}`: string pairs as a JSON object, in the order given (the caller has made the keys
 /// unique).
 pub fn write_str_object<'a>(
@@ -118,6 +117,7 @@ pub fn write_str_object<'a>(
     out.push(b'}');
 }
 
+/// The quoted JSON text of `s` as a `String` (for building keys in tests and tools).
 pub fn quote(s: &str) -> String {
     let mut out = Vec::with_capacity(s.len() + 2);
     write_str(&mut out, s);

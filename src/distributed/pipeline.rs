@@ -18,7 +18,8 @@
 //! On a transient error the batch is aborted (or simply not committed) and the receiver reopens after
 //! the last committed sequence number. If a commit or an abort itself fails, the producer's
 //! transaction state is unknown: the pipeline drops it and starts over with a new producer, whose
-//! `init_transactions` aborts what the old one left open, from the offset committed in the topic. Stop (revocation, shutdown) ends between batches: the current
+//! `init_transactions` aborts what the old one left open, from the offset committed in the topic.
+//! Stop (revocation, shutdown) ends between batches: the current
 //! transaction is committed (or aborted) before [`run`] returns.
 
 use super::status::{task_key, StatusWriter};
@@ -28,6 +29,7 @@ use crate::offsets::kafka::offset_record;
 use crate::source::position::{after_sequence, Start};
 use crate::source::record::{OutRecord, RecordBuilder};
 use crate::source::task::open_client;
+use crate::worker::backoff::Backoff;
 use crate::worker::producer::{Client, Delivery, EnqueueError, Producer, SendError};
 use azure_messaging_eventhubs::error::ErrorKind as EhErrorKind;
 use azure_messaging_eventhubs::{OpenReceiverOptions, StartPosition};
@@ -225,6 +227,9 @@ impl SourceJob {
     }
 }
 
+/// Reopening the receiver after a transient error (the producer kept).
+const RECEIVE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+
 enum Session {
     End(End),
     Retry(String),
@@ -266,7 +271,7 @@ impl Part {
         owner_level: i64,
         stop: &CancellationToken,
     ) -> Result<End, String> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RECEIVE_BACKOFF.attempts();
         loop {
             if stop.is_cancelled() {
                 return Ok(End::Stopped);
@@ -277,17 +282,17 @@ impl Part {
                     if let Some(broken) = self.broken.take() {
                         return Err(format!("{why} ({broken})"));
                     }
+                    let wait = backoff.step();
                     warn!(
                         "Error on hub partition {}: {why}; reopening after sequence number {:?} in {} ms",
                         self.p,
                         self.committed_seq,
-                        backoff.as_millis()
+                        wait.as_millis()
                     );
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(End::Stopped),
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
